@@ -27,7 +27,15 @@ from collections.abc import Iterator
 from typing import Final, Literal
 
 from ._buffer import ReceiveBuffer
-from ._codec import EVENT_MESSAGES, ConstructParser, FastParser, Parser, encode, head_length, identify
+from ._codec import (
+    EVENT_MESSAGES,
+    ConstructParser,
+    FastParser,
+    Parser,
+    encode,
+    head_length,
+    identify,
+)
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
     ConnectionClosed,
@@ -97,8 +105,14 @@ class Connection:
     ) -> None:
         if not isinstance(role, Role):
             raise LocalProtocolError(f"role must be a Role, not {role!r}")
-        if isinstance(max_file_size, bool) or not isinstance(max_file_size, int) or max_file_size < 0:
-            raise LocalProtocolError(f"max_file_size must be a non-negative int, not {max_file_size!r}")
+        if (
+            isinstance(max_file_size, bool)
+            or not isinstance(max_file_size, int)
+            or max_file_size < 0
+        ):
+            raise LocalProtocolError(
+                f"max_file_size must be a non-negative int, not {max_file_size!r}"
+            )
         self.role: Final = role
         self.max_file_size: Final = min(max_file_size, FILE_MAX)
         self._parser = _PARSERS[parser]
@@ -221,7 +235,7 @@ class Connection:
         block, start = peeked
         event = parser.frame(name, block, start, sizes)
         if name in _STREAMED:
-            assert isinstance(event, File | FileRelay)  # noqa: S101 - the readers' contract
+            assert isinstance(event, File | FileRelay)
             if event.size > self.max_file_size:
                 raise FrameError(
                     f"file of {event.size} bytes exceeds this end's limit of {self.max_file_size}",
@@ -281,18 +295,19 @@ class Connection:
         kind = type(event)
         if self._send_left >= 0:
             if kind is FileData:
-                assert isinstance(event, FileData)  # noqa: S101 - narrowing for mypy
+                assert isinstance(event, FileData)
                 self._account(_nbytes(event.data))
                 return event.data
             if kind is FileEnd:
                 if self._send_left:
                     raise LocalProtocolError(
-                        f"FileEnd with {self._send_left} bytes of the file still to send", section="3.1.4"
+                        f"FileEnd with {self._send_left} bytes of the file still to send",
+                        section="3.1.4",
                     )
                 self._send_left = -1
                 return b""
             raise LocalProtocolError(
-                f"cannot send {kind.__name__} in the middle of a file (spec 5.1: frames never interleave)",
+                f"cannot send {kind.__name__} in the middle of a file: frames never interleave",
                 section="5.1",
             )
         if kind is FileData or kind is FileEnd:

@@ -60,13 +60,17 @@ __all__ = [
 
 def _utf8_size(value: Any, field: str, section: str) -> int:
     if not isinstance(value, str):
-        raise LocalProtocolError(f"{field} must be a str, not {type(value).__name__}", section=section)
+        raise LocalProtocolError(
+            f"{field} must be a str, not {type(value).__name__}", section=section
+        )
     if value.isascii():
         return len(value)
     try:
         return len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
-        raise LocalProtocolError(f"{field} is not encodable in UTF-8: {exc.reason}", section="2.8.2") from None
+        raise LocalProtocolError(
+            f"{field} is not encodable in UTF-8: {exc.reason}", section="2.8.2"
+        ) from None
 
 
 def _check_size(value: Any, field: str, low: int, high: int, section: str) -> None:
@@ -129,13 +133,17 @@ class ListReply(Event):
 
     def __post_init__(self) -> None:
         if isinstance(self.nicks, str):
-            raise LocalProtocolError("nicks must be a sequence of str, not one str", section="2.8.7")
+            raise LocalProtocolError(
+                "nicks must be a sequence of str, not one str", section="2.8.7"
+            )
         nicks = tuple(self.nicks)
         total = len(nicks) - 1 if nicks else 0
         for nick in nicks:
             _check_size(nick, "each nick of a user list", 1, NICK_MAX, "2.8.7")
             if "\n" in nick:
-                raise LocalProtocolError("a nick in a user list cannot hold a line feed", section="2.8.7")
+                raise LocalProtocolError(
+                    "a nick in a user list cannot hold a line feed", section="2.8.7"
+                )
             total += _utf8_size(nick, "nick", "2.8.7")
         if total > LIST_MAX:
             raise LocalProtocolError(

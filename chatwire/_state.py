@@ -84,7 +84,10 @@ class ConnectionState:
             return f"{message!r} ({direction.value}) is not allowed in state {self.state.value}"
         if row.requires is not None and (not self.pending or self.pending[0] != row.requires):
             waiting = self.pending[0] if self.pending else "nothing"
-            return f"{message!r} answers a {row.requires!r} request, but the oldest pending request is {waiting}"
+            return (
+                f"{message!r} answers a {row.requires!r} request, "
+                f"but the oldest pending request is {waiting}"
+            )
         return None
 
     def apply(self, message: str, direction: Direction) -> None:

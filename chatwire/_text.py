@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 # spec 2.8.3: letters (L*), marks (M*), numbers (N*), '-' and '_'.
-_NICK_CATEGORIES = frozenset("L M N".split())
+_NICK_CATEGORIES = frozenset(["L", "M", "N"])
 _NICK_EXTRA = frozenset("-_")
 
 # spec 2.8.5: control characters (C0, DEL, C1) and bidirectional formatting characters.

@@ -29,7 +29,7 @@ from typing import Any
 import construct
 from construct import Adapter, Bytes, Container, Rebuild, Struct, this
 
-from ._limits import HEADER_SIZE, LIST_MAX, NICK_MAX, SIZE_RANGES
+from ._limits import HEADER_SIZE, NICK_MAX, SIZE_RANGES
 from ._text import file_name_error, utf8_len
 
 __all__ = [
@@ -67,7 +67,7 @@ class Direction(enum.Enum):
     S2C = "S→C"
 
 
-class FrameError(construct.ConstructError):
+class FrameError(construct.ConstructError):  # type: ignore[misc]
     """A frame breaks the spec. ``offset`` counts from the first byte of the frame."""
 
     def __init__(self, message: str, *, section: str, offset: int = 0) -> None:
@@ -204,28 +204,32 @@ def _part_start(context: Any, obj: bytes) -> int:
     return 0 if stream is None else int(stream.tell()) - len(obj)
 
 
+def _decode_utf8(obj: bytes, context: Any) -> str:
+    try:
+        return obj.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FrameError(
+            f"payload is not valid UTF-8: {exc.reason}",
+            section="2.8.2",
+            offset=_part_start(context, obj) + exc.start,
+        ) from exc
+
+
 class Utf8(Adapter):  # type: ignore[misc]
     """A UTF-8 payload part of a given size (spec 2.8.2)."""
 
     def _decode(self, obj: bytes, context: Any, path: str) -> str:
-        try:
-            return obj.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FrameError(
-                f"payload is not valid UTF-8: {exc.reason}",
-                section="2.8.2",
-                offset=_part_start(context, obj) + exc.start,
-            ) from exc
+        return _decode_utf8(obj, context)
 
     def _encode(self, obj: str, context: Any, path: str) -> bytes:
         return obj.encode("utf-8")
 
 
-class FileName(Utf8):
+class FileName(Adapter):  # type: ignore[misc]
     """A file name (spec 2.8.5): UTF-8, no separators, controls or bidi characters."""
 
     def _decode(self, obj: bytes, context: Any, path: str) -> str:
-        name = super()._decode(obj, context, path)
+        name = _decode_utf8(obj, context)
         error = file_name_error(name)
         if error is not None:
             raise FrameError(error, section="2.8.5", offset=_part_start(context, obj))
@@ -235,14 +239,14 @@ class FileName(Utf8):
         error = file_name_error(obj)
         if error is not None:
             raise FrameError(error, section="2.8.5")
-        return super()._encode(obj, context, path)
+        return obj.encode("utf-8")
 
 
-class UserList(Utf8):
+class UserList(Adapter):  # type: ignore[misc]
     """The answer to ``list`` (spec 2.8.7): nicks separated by one line feed."""
 
     def _decode(self, obj: bytes, context: Any, path: str) -> tuple[str, ...]:
-        text = super()._decode(obj, context, path)
+        text = _decode_utf8(obj, context)
         if not text:
             return ()
         nicks = tuple(text.split("\n"))
@@ -256,7 +260,7 @@ class UserList(Utf8):
         return nicks
 
     def _encode(self, obj: Any, context: Any, path: str) -> bytes:
-        return super()._encode("\n".join(obj), context, path)
+        return "\n".join(obj).encode("utf-8")
 
 
 def _sizes(**parts: str) -> Any:
@@ -332,7 +336,10 @@ file_relay = Struct(
 )
 # spec 3.1.7.2 msg-relay: {msg nick_size text_size} [nick] [text]; nick_size 0 is a notice.
 msg_relay = Struct(
-    "header" / Rebuild(Header(Code.MSG, "nick_size", "text_size"), _sizes(nick_size="nick", text_size="text")),
+    "header"
+    / Rebuild(
+        Header(Code.MSG, "nick_size", "text_size"), _sizes(nick_size="nick", text_size="text")
+    ),
     "nick" / Utf8(Bytes(this.header.nick_size)),
     "text" / Utf8(Bytes(this.header.text_size)),
 )

@@ -1,0 +1,129 @@
+"""spec/protocol.md and chatwire must say the same thing.
+
+Reads the tables of the spec (codes 2.4, messages 2.6, limits 2.7, transitions 4.3) and checks
+them against the construct declarations and the state table, in both directions: everything the
+spec lists is declared as the spec says, and chatwire declares nothing the spec does not list.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import construct
+import pytest
+
+import chatwire as cw
+from chatwire._state import TRANSITIONS, State, Transition
+from chatwire._wire import MESSAGES, Code, Direction, Header
+
+SPEC = (Path(__file__).resolve().parent.parent / "spec" / "protocol.md").read_text(encoding="utf-8")
+
+
+def table(header_start: str, columns: int) -> list[list[str]]:
+    """Cells of the markdown table whose header row starts with ``header_start``."""
+    lines = SPEC.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    header = [c.strip() for c in lines[start].strip().strip("|").split("|")]
+    assert len(header) == columns, header
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    assert rows and all(len(r) == columns for r in rows)
+    return rows
+
+
+def names(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def test_codes_table_lists_exactly_the_declared_codes() -> None:
+    rows = table("| Code |", 3)
+    assert {names(r[0])[0] for r in rows} == {code.value for code in Code}
+
+
+MESSAGE_ROWS = table("| Message | Direction |", 5)
+
+
+def test_message_table_lists_exactly_the_declared_messages() -> None:
+    assert [names(r[0])[0] for r in MESSAGE_ROWS] == list(MESSAGES)
+
+
+def declared_parts(name: str) -> list[str]:
+    """The payload parts of a construct declaration, written as in the spec's table."""
+    parts = []
+    for sub in MESSAGES[name].struct.subcons[1:]:
+        inner = sub.subcon.subcon if hasattr(sub.subcon, "subcon") else None
+        if sub.name == "size_header":
+            assert isinstance(inner, Header) and inner.code is None
+            parts.append(f"<{inner.fields[0]}>")
+        else:
+            parts.append(sub.name)
+    return parts
+
+
+@pytest.mark.parametrize("row", MESSAGE_ROWS, ids=lambda r: names(r[0])[0])
+def test_each_message_is_declared_as_the_spec_says(row) -> None:
+    name, direction, header, parts, _seed = row
+    spec = MESSAGES[names(name)[0]]
+    assert spec.direction is Direction(direction)
+    fields = names(header)[0].split(" ")
+    code = None if fields[0].startswith("<") else fields.pop(0)
+    assert spec.header.code == (None if code is None else Code(code))
+    assert [f"<{f}>" for f in spec.header.fields] == fields
+    assert declared_parts(spec.name) == ([] if parts == "—" else names(parts))
+    assert spec.streamed == ("data" in names(parts))
+
+
+def test_each_part_is_as_long_as_its_size_field() -> None:
+    # spec 2.6: nick has nick_size bytes, text text_size, name name_size, user_list list_size,
+    # data file_size. Each declaration reads the part's length from exactly that field.
+    sizes = {
+        "nick": "nick_size",
+        "text": "text_size",
+        "name": "name_size",
+        "user_list": "list_size",
+        "data": "file_size",
+    }
+    for spec in MESSAGES.values():
+        for sub in spec.struct.subcons[1:]:
+            if sub.name == "size_header":
+                continue
+            node = sub.subcon
+            while not isinstance(node, construct.Bytes):
+                node = node.subcon
+            assert repr(node.length).endswith(f"[{sizes[sub.name]!r}]"), (spec.name, sub.name)
+
+
+def test_limits_table_matches_the_constants() -> None:
+    rows = table("| Size field |", 4)
+    ranges = {}
+    for field, low, high, constant in rows:
+        ranges[names(field)[0]] = (int(low), int(high))
+        assert getattr(cw, names(constant)[0]) == int(high)
+    assert ranges == cw._limits.SIZE_RANGES
+
+
+def parse_transition(row: list[str]) -> tuple[tuple[State, str, Direction], Transition]:
+    state, message, direction, condition, effect, nxt = row
+    requires = None
+    if condition != "—":
+        match = re.fullmatch(r"pending starts with `(\w+)`", condition)
+        assert match, condition
+        requires = match.group(1)
+    push, pop = None, False
+    if effect.startswith("push"):
+        push = names(effect)[0]
+    elif effect == "pop":
+        pop = True
+    else:
+        assert effect == "—", effect
+    key = (State(names(state)[0]), names(message)[0], Direction(direction))
+    return key, Transition(State(names(nxt)[0]), requires=requires, push=push, pop=pop)
+
+
+def test_transition_table_is_the_specs_row_for_row() -> None:
+    rows = table("| State | Message | Direction |", 6)
+    assert list(TRANSITIONS.items()) == [parse_transition(row) for row in rows]
