@@ -50,6 +50,7 @@ from ._wire import MESSAGES, Code, Direction, FrameError, GenericHeader, describ
 
 __all__ = [
     "EVENT_MESSAGES",
+    "FAST_READERS",
     "ConstructParser",
     "FastParser",
     "Parser",
@@ -215,7 +216,7 @@ class FastParser:
 
     @staticmethod
     def frame(name: str, block: bytes, start: int, sizes: tuple[int, ...]) -> Event:
-        return _FAST_READERS[name](block, start, sizes)
+        return FAST_READERS[name](block, start, sizes)
 
 
 def _header_problem(raw: bytes) -> str:
@@ -235,9 +236,18 @@ def _read_nick(block: bytes, start: int, sizes: tuple[int, ...]) -> Event:
     return NickRequest(nick=_utf8(block, p, p + sizes[0], start))
 
 
+# The hottest events are built without re-running their __post_init__ checks: the reader has
+# just checked the same things (UTF-8, sizes within range). tests/test_connection.py rebuilds
+# every decoded event through its constructor and requires equality.
+_new = object.__new__
+_set = object.__setattr__
+
+
 def _read_msg(block: bytes, start: int, sizes: tuple[int, ...]) -> Event:
     p = start + HEADER_SIZE
-    return Message(text=_utf8(block, p, p + sizes[0], start))
+    event = _new(Message)
+    _set(event, "text", _utf8(block, p, p + sizes[0], start))
+    return event
 
 
 def _read_msg_relay(block: bytes, start: int, sizes: tuple[int, ...]) -> Event:
@@ -245,9 +255,14 @@ def _read_msg_relay(block: bytes, start: int, sizes: tuple[int, ...]) -> Event:
     q = p + sizes[0]
     sender = _utf8(block, p, q, start)
     text = _utf8(block, q, q + sizes[1], start)
+    event: Event
     if not sender:
-        return Notice(text=text)  # spec 3.1.8
-    return MessageRelay(sender=sender, text=text)
+        event = _new(Notice)  # spec 3.1.8
+    else:
+        event = _new(MessageRelay)
+        _set(event, "sender", sender)
+    _set(event, "text", text)
+    return event
 
 
 def _read_list_reply(block: bytes, start: int, sizes: tuple[int, ...]) -> Event:
@@ -286,7 +301,7 @@ def _read_file_relay(block: bytes, start: int, sizes: tuple[int, ...]) -> Event:
 _ACCEPTED, _REFUSED, _NICK_CHANGED = Accepted(), Refused(), NickChanged()
 _LIST_REQUEST, _QUIT = ListRequest(), Quit()
 
-_FAST_READERS: dict[str, Callable[[bytes, int, tuple[int, ...]], Event]] = {
+FAST_READERS: dict[str, Callable[[bytes, int, tuple[int, ...]], Event]] = {
     "login": _read_login,
     "ACC": lambda block, start, sizes: _ACCEPTED,
     "NE": lambda block, start, sizes: _REFUSED,
@@ -300,7 +315,7 @@ _FAST_READERS: dict[str, Callable[[bytes, int, tuple[int, ...]], Event]] = {
     "file-relay": _read_file_relay,
     "msg-relay": _read_msg_relay,
 }
-assert _FAST_READERS.keys() == MESSAGES.keys()
+assert FAST_READERS.keys() == MESSAGES.keys()
 
 
 # --- The construct reference path ------------------------------------------------------------

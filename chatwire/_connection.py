@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from ._buffer import ReceiveBuffer
 from ._codec import (
     EVENT_MESSAGES,
+    FAST_READERS,
     ConstructParser,
     FastParser,
     Parser,
@@ -47,7 +48,7 @@ from ._events import (
     Refused,
 )
 from ._limits import FILE_MAX, HEADER_SIZE
-from ._state import ConnectionState, State
+from ._state import TRANSITIONS, ConnectionState, State
 from ._wire import MESSAGES, Direction, FrameError
 
 __all__ = ["NEED_DATA", "PAUSED", "Connection", "Role"]
@@ -78,6 +79,31 @@ PAUSED: Final = _Sentinel.PAUSED
 
 _PARSERS: dict[str, Parser] = {"fast": FastParser(), "construct": ConstructParser()}
 _STREAMED = ("file", "file-relay")
+
+# The direct path (see Connection._next_event). A plan is what the full path learnt from one
+# exact header: (message, sizes, frame length, reader). Plans are stored only after that header
+# passed every check that depends on the header alone (2.3, 2.6, 2.7), so reusing one skips
+# nothing; they are kept per direction and their number is bounded.
+_Plan = tuple[str, tuple[int, ...], int, Any]
+_PLANS: dict[Direction, dict[bytes, _Plan]] = {d: {} for d in Direction}
+_PLANS_MAX = 4096
+# Messages that, in a given state, have no condition, no effect on pending and keep the state:
+# receiving them needs no state-machine work. Streamed messages (file data) are left out.
+_FREE: dict[tuple[Direction, State], frozenset[str]] = {
+    (direction, state): frozenset(
+        message
+        for (s, message, d), row in TRANSITIONS.items()
+        if s is state
+        and d is direction
+        and row.next is state
+        and row.requires is None
+        and row.push is None
+        and not row.pop
+        and message not in _STREAMED
+    )
+    for direction in Direction
+    for state in State
+}
 
 
 def _nbytes(data: bytes | bytearray | memoryview) -> int:
@@ -116,6 +142,11 @@ class Connection:
         self.role: Final = role
         self.max_file_size: Final = min(max_file_size, FILE_MAX)
         self._parser = _PARSERS[parser]
+        self._plans = (
+            _PLANS[Direction.S2C if role is Role.CLIENT else Direction.C2S]
+            if parser == "fast"
+            else None
+        )
         self._incoming = Direction.S2C if role is Role.CLIENT else Direction.C2S
         self._outgoing = Direction.C2S if role is Role.CLIENT else Direction.S2C
         self._state = ConnectionState()
@@ -126,6 +157,20 @@ class Connection:
         self._send_left = -1  # data bytes still to send in our file, or -1
         self._error: RemoteProtocolError | None = None
         self._reply_sent = False
+        self._free: frozenset[str] = frozenset()
+        self._free_out: frozenset[str] = frozenset()
+        # event class -> message name, for the events this role may send (spec 2.6)
+        self._sendable = {
+            kind: name
+            for kind, name in EVENT_MESSAGES.items()
+            if MESSAGES[name].direction is self._outgoing
+        }
+
+    def _moved(self) -> None:
+        # After every state change: which messages now need no state-machine work.
+        state = self._state.state
+        self._free = _FREE[(self._incoming, state)]
+        self._free_out = _FREE[(self._outgoing, state)]
 
     # --- State ------------------------------------------------------------------------------
 
@@ -206,12 +251,26 @@ class Connection:
         self._error = RemoteProtocolError(message, section=section, offset=offset, reply=reply)
         self._reply_sent = False
         self._state.close()
+        self._moved()
         return self._error
 
     def _next_event(self) -> Event | Literal[_Sentinel.NEED_DATA, _Sentinel.PAUSED]:
         buffer = self._buffer
         if self._recv_left >= 0:
             return self._next_data()
+        # Direct path, for chat at full speed: the next frame lies whole in the first chunk, its
+        # exact header has been seen before (a plan), and the message needs no state work now.
+        # Everything else takes the full path below, which is also what made the plan.
+        plans = self._plans
+        if plans is not None and buffer._chunks:
+            first = buffer._chunks[0]
+            pos = buffer._pos
+            plan = plans.get(first[pos : pos + HEADER_SIZE])
+            if plan is not None and plan[0] in self._free and len(first) - pos >= plan[2]:
+                event: Event = plan[3](first, pos, plan[1])
+                buffer.commit(plan[2])
+                self._offset += plan[2]
+                return event
         state = self._state.state
         if state is State.CLOSED:
             return ConnectionClosed()
@@ -229,6 +288,8 @@ class Connection:
             raise FrameError(problem, section="4.3")
         parser.check(name, block, start, sizes)
         length = head_length(name, sizes)
+        if plans is not None and name not in _STREAMED and len(plans) < _PLANS_MAX:
+            plans[block[start : start + HEADER_SIZE]] = (name, sizes, length, FAST_READERS[name])
         peeked = buffer.peek(length)
         if peeked is None:
             return self._short()
@@ -246,6 +307,7 @@ class Connection:
         buffer.commit(length)
         self._offset += length
         self._state.apply(name, self._incoming)
+        self._moved()
         return event
 
     def _next_data(self) -> Event | Literal[_Sentinel.NEED_DATA]:
@@ -273,6 +335,7 @@ class Connection:
             )
         self._recv_left = -1
         self._state.close()
+        self._moved()
         return ConnectionClosed()
 
     # --- Sending ----------------------------------------------------------------------------
@@ -310,18 +373,22 @@ class Connection:
                 f"cannot send {kind.__name__} in the middle of a file: frames never interleave",
                 section="5.1",
             )
-        if kind is FileData or kind is FileEnd:
-            raise LocalProtocolError(f"{kind.__name__} without a File or FileRelay before it")
-        name = EVENT_MESSAGES.get(kind)
+        name = self._sendable.get(kind)
         if name is None:
-            raise LocalProtocolError(f"{kind.__name__} is not a frame one can send")
-        if MESSAGES[name].direction is not self._outgoing:
-            raise LocalProtocolError(f"a {self.role.value} cannot send {name!r}", section="2.6")
+            if kind is FileData or kind is FileEnd:
+                raise LocalProtocolError(f"{kind.__name__} without a File or FileRelay before it")
+            other = EVENT_MESSAGES.get(kind)
+            if other is None:
+                raise LocalProtocolError(f"{kind.__name__} is not a frame one can send")
+            raise LocalProtocolError(f"a {self.role.value} cannot send {other!r}", section="2.6")
+        if name in self._free_out:
+            return encode(event)  # legal now and changes no state (spec 4.3)
         problem = self._state.problem(name, self._outgoing)
         if problem is not None:
             raise LocalProtocolError(problem, section="4.3")
         data = encode(event)
         self._state.apply(name, self._outgoing)
+        self._moved()
         if isinstance(event, File | FileRelay):
             self._send_left = event.size
         return data

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import chatwire as cw
-from tests.strategies import coalesce
+from tests.strategies import coalesce, revalidated
 from tests.vectors import expected_events, load, receiver
 
 FRAMES = load("frames.json")["vectors"]
@@ -31,7 +31,7 @@ def feed(conn: cw.Connection, data: bytes, how: str, eof: bool) -> list[cw.Event
     for piece in pieces:
         conn.receive_data(piece)
         while (event := conn.next_event()) not in (cw.NEED_DATA, cw.PAUSED):
-            events.append(event)  # type: ignore[arg-type]
+            events.append(revalidated(event))  # type: ignore[arg-type]
             if isinstance(event, cw.ConnectionClosed):
                 return events
     if eof:
