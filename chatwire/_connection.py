@@ -195,6 +195,11 @@ class Connection:
         return self._offset
 
     @property
+    def buffered(self) -> int:
+        """Received bytes not yet turned into events (a partial frame, or frames not read)."""
+        return len(self._buffer)
+
+    @property
     def receiving_file(self) -> bool:
         """True between a received ``File``/``FileRelay`` and its ``FileEnd``."""
         return self._recv_left >= 0

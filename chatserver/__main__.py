@@ -1,0 +1,142 @@
+"""``chatserver`` / ``python -m chatserver``: run the reference server.
+
+With no arguments it listens on every interface, port 1234 (tcp://:1234), and prints where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from chatwire.transport import EndpointError
+
+from . import __version__
+from .config import ServerConfig, parse_size
+from .files import SpoolError
+from .server import Server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="chatserver",
+        description="The chatwire reference chat server (spec/protocol.md).",
+        epilog=(
+            "Listen URLs: tcp://HOST:PORT, unix:///PATH, "
+            "tls://HOST:PORT?cert=FILE&key=FILE[&ca=CLIENT-CA] (with ca=, clients must present "
+            "a certificate issued by that CA). Sizes accept K, M, G suffixes."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-l",
+        "--listen",
+        action="append",
+        metavar="URL",
+        help=f"where to listen; repeat for several (default: {defaults.listen[0]})",
+    )
+    parser.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        help="where files wait to be relayed (default: the system temp dir)",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        type=parse_size,
+        default=defaults.max_file_size,
+        metavar="SIZE",
+        help="largest file accepted (default: 4G)",
+    )
+    parser.add_argument(
+        "--spool-limit",
+        type=parse_size,
+        default=defaults.spool_limit,
+        metavar="SIZE",
+        help="space for files being relayed (default: 16G)",
+    )
+    parser.add_argument(
+        "--sendq",
+        type=parse_size,
+        default=defaults.sendq,
+        metavar="SIZE",
+        help="unsent bytes per client before it is disconnected (default: 4M)",
+    )
+    parser.add_argument(
+        "--login-timeout",
+        type=float,
+        default=defaults.login_timeout,
+        metavar="SECONDS",
+        help="time to log in (default: 10)",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=defaults.stall_timeout,
+        metavar="SECONDS",
+        help="time without a byte inside a frame (default: 60)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=defaults.drain_timeout,
+        metavar="SECONDS",
+        help="time to send queued frames at shutdown (default: 5)",
+    )
+    parser.add_argument(
+        "--max-per-ip",
+        type=int,
+        default=defaults.max_per_ip,
+        metavar="N",
+        help="connections allowed from one address (default: 0, no limit)",
+    )
+    parser.add_argument(
+        "--notices",
+        action="store_true",
+        help="tell everyone of joins, leaves and nick changes (spec 3.1.8)",
+    )
+    parser.add_argument(
+        "--welcome", default="", metavar="TEXT", help="a notice sent to each client once logged in"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = ServerConfig(
+            listen=args.listen or ServerConfig().listen,
+            spool_dir=args.spool_dir,
+            max_file_size=args.max_file_size,
+            spool_limit=args.spool_limit,
+            sendq=args.sendq,
+            login_timeout=args.login_timeout,
+            stall_timeout=args.stall_timeout,
+            drain_timeout=args.drain_timeout,
+            max_per_ip=args.max_per_ip,
+            notices=args.notices,
+            welcome=args.welcome,
+        )
+        server = Server(config)
+    except (ValueError, EndpointError, SpoolError, OSError) as exc:
+        print(f"chatserver: {exc}", file=sys.stderr)
+        return 2
+    for url in server.urls:
+        print(f"chatserver {__version__} listening on {url}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

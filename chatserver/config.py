@@ -1,0 +1,78 @@
+"""The server's settings, with the defaults an operator gets when starting ``chatserver`` bare."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from chatwire import FILE_MAX
+from chatwire.transport import DEFAULT_PORT
+
+__all__ = ["ServerConfig", "parse_size"]
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"4G"`` -> 4294967296; accepts K, M, G, T (powers of 1024), with an optional ``B`` or
+    ``iB``.
+
+    Raises:
+        ValueError: not a size.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 4096, 512K, 100M, 4G)")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+@dataclass(kw_only=True)
+class ServerConfig:
+    """Everything the server can be told. Times in seconds, sizes in bytes."""
+
+    #: Endpoint URLs to listen on (chatwire.transport): all interfaces, port 1234.
+    listen: list[str] = field(default_factory=lambda: [f"tcp://:{DEFAULT_PORT}"])
+    #: Where spool files go (they are created already unlinked); default: the system temp dir.
+    spool_dir: str | None = None
+    #: Largest file accepted (spec 3.1.4, 7.4).
+    max_file_size: int = 4 << 30
+    #: Space for all files not yet fully relayed.
+    spool_limit: int = 16 << 30
+    #: Unsent bytes per client (chat; files count by their headers) before "SendQ exceeded".
+    sendq: int = 4 << 20
+    #: Seconds to complete the login (spec 7.2).
+    login_timeout: float = 10.0
+    #: Seconds without a byte in the middle of a frame (spec 7.2).
+    stall_timeout: float = 60.0
+    #: Seconds for a TLS handshake.
+    handshake_timeout: float = 10.0
+    #: Seconds to keep reading after NE before closing (spec 3.1.1).
+    linger: float = 1.0
+    #: Seconds a closing connection may take to send what it has queued.
+    flush_timeout: float = 5.0
+    #: Seconds to drain queues at shutdown (spec 7.5).
+    drain_timeout: float = 5.0
+    #: Send join/leave/rename notices (spec 3.1.8).
+    notices: bool = False
+    #: A notice sent to each client after ACC, or "" for none.
+    welcome: str = ""
+    #: Most simultaneous connections from one address (0: no limit).
+    max_per_ip: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ValueError("at least one listen URL is needed")
+        if not 0 <= self.max_file_size <= FILE_MAX:
+            raise ValueError(f"max_file_size must be 0..{FILE_MAX}")
+        for name in ("spool_limit", "sendq", "max_per_ip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} cannot be negative")
+        for name in (
+            "login_timeout",
+            "stall_timeout",
+            "handshake_timeout",
+            "flush_timeout",
+            "drain_timeout",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")

@@ -1,0 +1,160 @@
+"""The reference server: listeners, sessions, the room and the spool on one reactor.
+
+One process, one thread (spec 4.1 rebuilt without a thread per client). `Server.serve_forever`
+runs until SIGINT or SIGTERM, then shuts down as spec 7.5 asks: stop accepting, stop reading,
+send what is queued for up to ``drain_timeout`` seconds, close every connection. Spool files are
+anonymous, so there is never anything to remove.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+
+from chatwire.transport import parse_endpoint
+
+from .config import ServerConfig
+from .files import SpoolManager
+from .reactor import Reactor
+from .room import Room
+from .session import Session
+from .transports import Listener, Transport
+
+__all__ = ["Server"]
+
+log = logging.getLogger("chatserver")
+
+
+class Server:
+    """A chat server. Build it (listening starts at once), then `serve_forever`."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config = config or ServerConfig()
+        self.reactor = Reactor()
+        self.room = Room(sendq=config.sendq, notices=config.notices)
+        self.spools = SpoolManager(config.spool_dir, config.spool_limit)
+        self.sessions: set[Session] = set()
+        self._per_ip: Counter[str] = Counter()
+        self._stopping = False
+        self.listeners: list[Listener] = []
+        try:
+            for url in config.listen:
+                self.listeners.append(
+                    Listener(
+                        self.reactor,
+                        parse_endpoint(url),
+                        self._on_transport,
+                        handshake_timeout=config.handshake_timeout,
+                    )
+                )
+        except BaseException:
+            self._close_listeners()
+            self.reactor.close()
+            raise
+        self.reactor.add_pass_hook(self.room.flush)
+        self._sweep_timer = self.reactor.call_later(1.0, self._sweep)
+
+    @property
+    def urls(self) -> list[str]:
+        """Where the server listens, ports resolved."""
+        return [listener.url for listener in self.listeners]
+
+    # --- Connections ----------------------------------------------------------------------------
+
+    def _on_transport(self, transport: Transport) -> None:
+        if self._stopping:
+            transport.abort("server stopping")
+            return
+        # Unix-socket clients are local and share no address: the per-address limit skips them.
+        ip = "" if transport.scheme == "unix" else transport.peer.rsplit(":", 1)[0]
+        if ip and self.config.max_per_ip and self._per_ip[ip] >= self.config.max_per_ip:
+            log.warning(
+                "%s: refused: already %d connections from %s", transport.peer, self._per_ip[ip], ip
+            )
+            transport.abort("too many connections from this address")
+            return
+        self._per_ip[ip] += 1
+        session = Session(self, transport, ip=ip)
+        self.sessions.add(session)
+        transport.start(session)
+
+    def forget(self, session: Session) -> None:
+        """Called once per session when its transport is gone."""
+        if session in self.sessions:
+            self.sessions.remove(session)
+            ip = session.ip
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+        if self._stopping and not self.sessions:
+            self.reactor.stop()
+
+    def _sweep(self) -> None:
+        # Timeouts of spec 7.2, checked once a second for every connection.
+        now = self.reactor.time()
+        for session in list(self.sessions):
+            if session.closed:
+                continue
+            why = session.expired(now)
+            if why is not None:
+                session.disconnect(why, level=logging.INFO, flush=False)
+        self._sweep_timer = self.reactor.call_later(1.0, self._sweep)
+
+    # --- Running --------------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM (main thread) or `stop`."""
+        if threading.current_thread() is threading.main_thread():
+            self.reactor.on_signal(signal.SIGINT, lambda: self.shutdown("SIGINT"))
+            self.reactor.on_signal(signal.SIGTERM, lambda: self.shutdown("SIGTERM"))
+        try:
+            self.reactor.run()
+        finally:
+            self._abort_all("server stopped")
+            self._close_listeners()
+            self.reactor.close()
+            log.info("stopped")
+
+    def stop(self) -> None:
+        """Ask the server to shut down, from any thread."""
+        self.reactor.call_threadsafe(lambda: self.shutdown("stop requested"))
+
+    def shutdown(self, why: str) -> None:
+        """Spec 7.5: stop accepting and reading, drain queues until the deadline, close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("shutting down (%s): draining for up to %g s", why, self.config.drain_timeout)
+        self._close_listeners()
+        self.room.flush()
+        for session in list(self.sessions):
+            session.transport.pause_reading()
+            session.disconnect(f"server shutting down ({why})", level=None, flush=True)
+        if not self.sessions:
+            self.reactor.stop()
+            return
+        self.reactor.call_later(
+            self.config.drain_timeout, lambda: self._abort_all("drain deadline passed")
+        )
+
+    def _abort_all(self, why: str) -> None:
+        for session in list(self.sessions):
+            session.transport.abort(why)
+        self.reactor.stop()
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters for tests and operators."""
+        return {
+            "connections": len(self.sessions),
+            "members": len(self.room),
+            "open_spools": self.spools.open_spools,
+            "spool_used": self.spools.used,
+            "relayed_messages": self.room.relayed_messages,
+            "relayed_files": self.room.relayed_files,
+        }

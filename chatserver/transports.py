@@ -1,0 +1,528 @@
+"""Transports: a byte stream with a write queue, under the reactor and above a socket.
+
+The session and room code know only the `Transport` interface below; a transport knows nothing
+of the protocol. Adding a transport (WebSocket, say) means writing one more class here and one
+more case in `Listener`; sessions and the room do not change.
+
+Writing follows CPython's ``asyncio/selector_events.py`` (``_SelectorSocketTransport.write``):
+try to send at once; queue what the socket did not take; watch for writability only while
+something is queued. Queued bytes go out with one ``sendmsg`` (scatter-gather) per readiness, so
+what a recipient is owed leaves in as few system calls as possible. A relayed file is queued by
+reference to its spool (`chatserver.files`) and sent with ``os.sendfile`` on plain sockets
+(zero copy), or through a bounded 256 KiB buffer under TLS.
+
+Callbacks into the protocol (the session), in order, like ``asyncio/protocols.py``:
+``data_received(data)*`` then at most one ``eof_received()`` (the peer closed its side), and
+exactly once ``connection_lost(reason)`` when the transport is closed for any reason (by us, by
+the peer, or by an error). After ``connection_lost`` nothing more is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
+
+from chatwire.transport import Endpoint, listen
+
+from .files import Spool
+from .reactor import Reactor, Timer
+
+__all__ = ["Listener", "SocketTransport", "TLSTransport", "Transport", "TransportProtocol"]
+
+log = logging.getLogger("chatserver")
+
+READ_SIZE = 256 * 1024  # read in large chunks: many frames per system call
+_GATHER = 64  # buffers per sendmsg
+_TLS_CHUNK = 256 * 1024  # the bounded buffer for files under TLS
+
+
+class TransportProtocol(TypingProtocol):
+    """What a transport calls (see the module docstring for the order)."""
+
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> None: ...
+    def connection_lost(self, reason: str) -> None: ...
+
+
+class _FileItem:
+    """A file relay waiting in a queue: its head bytes, then its data from the spool."""
+
+    __slots__ = ("head", "offset", "spool")
+
+    def __init__(self, head: bytes, spool: Spool) -> None:
+        self.head: bytes | memoryview = head
+        self.spool = spool
+        self.offset = 0
+
+
+class Transport:
+    """A non-blocking socket with a write queue (plain TCP or Unix; see `TLSTransport`).
+
+    Attributes:
+        peer: who is at the other end, for log lines.
+        scheme: ``"tcp"``, ``"unix"`` or ``"tls"``.
+        queued_bytes: bytes waiting to be sent, file data excluded (files are queued by
+            reference); what the server's SendQ limit counts.
+        queued_files: relayed files waiting or being sent.
+    """
+
+    scheme = "tcp"
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, peer: str) -> None:
+        self._reactor = reactor
+        self._sock = sock
+        self._fd = sock.fileno()
+        self.peer = peer
+        self.protocol: TransportProtocol | None = None
+        self._queue: deque[bytes | memoryview | _FileItem] = deque()
+        self.queued_bytes = 0
+        self.queued_files = 0
+        self._writing = False  # EVENT_WRITE registered
+        self._reading = False
+        self._closing = False  # close once the queue is empty
+        self._lingering = False  # write side shut; discarding input until EOF or the timer
+        self._linger_seconds = 0.0
+        self._timer: Timer | None = None
+        self._lost = False
+
+    # --- Life --------------------------------------------------------------------------------
+
+    def start(self, protocol: TransportProtocol) -> None:
+        """Attach the protocol and start reading."""
+        self.protocol = protocol
+        self.resume_reading()
+
+    @property
+    def closed(self) -> bool:
+        return self._lost
+
+    @property
+    def closing(self) -> bool:
+        return self._closing or self._lost
+
+    def pause_reading(self) -> None:
+        if self._reading and not self._lost:
+            self._reading = False
+            self._reactor.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._lost:
+            self._reading = True
+            self._reactor.add_reader(self._fd, self._on_readable)
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Send what is queued, then close. After ``timeout`` seconds, abort instead."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        if not self._queue:
+            self._finish("closed")
+        elif timeout is not None:
+            self._timer = self._reactor.call_later(
+                timeout, lambda: self._finish("closed (flush timed out)")
+            )
+
+    def close_lingering(self, seconds: float = 1.0) -> None:
+        """Send what is queued, shut the write side, then read and discard input until the
+        peer closes or ``seconds`` pass: the lingering close of spec 3.1.1, so the last frame
+        (``NE``) is not destroyed by a TCP reset."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        self._linger_seconds = seconds
+        if not self._queue:
+            self._start_linger()
+        else:
+            self._timer = self._reactor.call_later(seconds, lambda: self._finish("closed"))
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Close now, dropping whatever is queued."""
+        self._finish(reason)
+
+    def _start_linger(self) -> None:
+        self._lingering = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish("closed")
+            return
+        self.resume_reading()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._reactor.call_later(self._linger_seconds, lambda: self._finish("closed"))
+
+    def _finish(self, reason: str) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._reactor.forget(self._fd)
+        for item in self._queue:
+            if type(item) is _FileItem:
+                item.spool.release()
+        self._queue.clear()
+        self.queued_bytes = 0
+        self.queued_files = 0
+        self._close_socket()
+        if self.protocol is not None:
+            self.protocol.connection_lost(reason)
+
+    def _close_socket(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    # --- Reading -----------------------------------------------------------------------------
+
+    def _recv(self) -> bytes:
+        return self._sock.recv(READ_SIZE)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._recv()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._finish(f"read error: {exc}")
+            return
+        if self._lingering:
+            if not data:
+                self._finish("closed")
+            return  # discarded
+        if data:
+            assert self.protocol is not None
+            self.protocol.data_received(data)
+        else:
+            self.pause_reading()
+            assert self.protocol is not None
+            self.protocol.eof_received()
+
+    # --- Writing -----------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` after everything queued before it."""
+        if self._closing or self._lost or not data:
+            return
+        if isinstance(data, bytearray):
+            data = bytes(data)  # the caller may reuse its buffer
+        if not self._queue:
+            try:
+                sent = self._send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._finish(_why(exc))
+                return
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        self._queue.append(data)
+        self.queued_bytes += len(data)
+        self._watch_writable()
+
+    def write_file(self, head: bytes, spool: Spool) -> None:
+        """Send a file relay: ``head`` (its headers, nick and name), then the spool's data."""
+        if self._closing or self._lost:
+            return
+        spool.acquire()
+        self._queue.append(_FileItem(head, spool))
+        self.queued_bytes += len(head)
+        self.queued_files += 1
+        if len(self._queue) == 1:
+            self._on_writable()
+        else:
+            self._watch_writable()
+
+    def _watch_writable(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._reactor.add_writer(self._fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            self._drain()
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._finish(_why(exc))
+            return
+        if self._queue:
+            self._watch_writable()
+            return
+        if self._writing:
+            self._writing = False
+            self._reactor.remove_writer(self._fd)
+        if self._closing and not self._lingering:
+            if self._linger_seconds:
+                self._start_linger()
+            else:
+                self._finish("closed")
+
+    def _drain(self) -> None:
+        # Raises BlockingIOError when the socket is full.
+        queue = self._queue
+        while queue:
+            item = queue[0]
+            if type(item) is _FileItem:
+                while item.head:
+                    sent = self._send(item.head)
+                    self.queued_bytes -= sent
+                    item.head = memoryview(item.head)[sent:]
+                size = item.spool.size
+                while item.offset < size:
+                    item.offset += self._send_file(item.spool.fd, item.offset, size - item.offset)
+                queue.popleft()
+                self.queued_files -= 1
+                item.spool.release()
+                continue
+            buffers = self._gather(queue)
+            total = sum(len(b) for b in buffers)
+            sent = self._send_many(buffers)
+            self.queued_bytes -= sent
+            left = sent
+            while left:
+                first = queue[0]
+                size = len(first)  # type: ignore[arg-type]
+                if size <= left:
+                    queue.popleft()
+                    left -= size
+                else:
+                    queue[0] = memoryview(first)[left:]  # type: ignore[arg-type]
+                    left = 0
+            if sent < total:
+                return  # the socket took less: wait for writability
+
+    def _gather(self, queue: deque[bytes | memoryview | _FileItem]) -> list[bytes | memoryview]:
+        """The leading byte buffers of the queue to send in one call."""
+        buffers: list[bytes | memoryview] = []
+        for entry in queue:
+            if type(entry) is _FileItem or len(buffers) == _GATHER:
+                break
+            buffers.append(entry)  # type: ignore[arg-type]
+        return buffers
+
+    def _send(self, data: bytes | bytearray | memoryview) -> int:
+        return self._sock.send(data)
+
+    def _send_many(self, buffers: list[bytes | memoryview]) -> int:
+        if len(buffers) == 1:
+            return self._sock.send(buffers[0])
+        return self._sock.sendmsg(buffers)
+
+    def _send_file(self, fd: int, offset: int, count: int) -> int:
+        sent = os.sendfile(self._fd, fd, offset, count)
+        if sent == 0:
+            raise OSError(errno.EIO, "spool file shorter than announced")
+        return sent
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, ConnectionError | ssl.SSLEOFError):
+        return "connection lost"
+    return f"write error: {exc}"
+
+
+class SocketTransport(Transport):
+    """Plain TCP or Unix domain sockets: ``sendmsg`` for queued bytes, ``os.sendfile`` for
+    files."""
+
+
+class TLSTransport(Transport):
+    """TLS over a non-blocking ``ssl.SSLSocket``. The handshake runs on the reactor before the
+    protocol is attached; files go through a bounded buffer (no ``sendfile`` through TLS)."""
+
+    scheme = "tls"
+
+    def __init__(self, reactor: Reactor, sock: ssl.SSLSocket, peer: str) -> None:
+        super().__init__(reactor, sock, peer)
+        self._tls: ssl.SSLSocket = sock
+        self._on_ready: Callable[[TLSTransport], None] | None = None
+        self._file_buffer: bytes = b""
+        self._file_buffer_at = -1
+        # OpenSSL wants a write that failed with "want write" retried with the same bytes: the
+        # head of the queue is frozen until it goes out.
+        self._frozen = False
+
+    def handshake(self, on_ready: Callable[[TLSTransport], None], timeout: float) -> None:
+        """Run the TLS handshake; call ``on_ready(self)`` when done, or close on failure."""
+        self._on_ready = on_ready
+        self._timer = self._reactor.call_later(
+            timeout, lambda: self._finish("TLS handshake timed out")
+        )
+        self._step_handshake()
+
+    def _step_handshake(self) -> None:
+        try:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._reactor.remove_writer(self._fd)
+            self._reactor.add_reader(self._fd, self._step_handshake)
+            return
+        except ssl.SSLWantWriteError:
+            self._reactor.remove_reader(self._fd)
+            self._reactor.add_writer(self._fd, self._step_handshake)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            log.info("%s: TLS handshake failed: %s", self.peer, getattr(exc, "reason", None) or exc)
+            self._finish("TLS handshake failed")
+            return
+        self._reactor.remove_reader(self._fd)
+        self._reactor.remove_writer(self._fd)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        assert self._on_ready is not None
+        self._on_ready(self)
+
+    def _recv(self) -> bytes:
+        try:
+            data = self._tls.recv(READ_SIZE)
+        except ssl.SSLWantReadError:
+            raise BlockingIOError from None
+        except ssl.SSLWantWriteError:
+            raise BlockingIOError from None
+        except ssl.SSLZeroReturnError:
+            return b""
+        except ssl.SSLEOFError:
+            return b""
+        # Decrypted bytes may wait inside the TLS object where epoll cannot see them.
+        pending = self._tls.pending()
+        if pending and data:
+            return data + self._tls.recv(pending)
+        return data
+
+    def _send(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            sent = self._tls.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self._frozen = True
+            raise BlockingIOError from None
+        self._frozen = False
+        return sent
+
+    def _gather(self, queue: deque[bytes | memoryview | _FileItem]) -> list[bytes | memoryview]:
+        # Merge the leading small buffers into one record-sized buffer *in the queue*, so a
+        # retry offers exactly the same bytes; never re-merge a frozen head.
+        if not self._frozen and len(queue) > 1 and type(queue[1]) is not _FileItem:
+            parts: list[bytes | memoryview] = []
+            size = 0
+            while queue and type(queue[0]) is not _FileItem and size < _TLS_CHUNK:
+                part = queue.popleft()
+                parts.append(part)  # type: ignore[arg-type]
+                size += len(part)  # type: ignore[arg-type]
+            queue.appendleft(b"".join(parts))
+        return [queue[0]]  # type: ignore[list-item]
+
+    def _send_many(self, buffers: list[bytes | memoryview]) -> int:
+        return self._send(buffers[0])
+
+    def _send_file(self, fd: int, offset: int, count: int) -> int:
+        # Read one bounded chunk at a time; after a short write, the rest of the same chunk is
+        # offered again (TLS wants the same bytes retried), read again from the spool.
+        if self._file_buffer_at != offset:
+            self._file_buffer = os.pread(fd, min(count, _TLS_CHUNK), offset)
+            self._file_buffer_at = offset
+            if not self._file_buffer:
+                raise OSError(errno.EIO, "spool file shorter than announced")
+        sent = self._send(self._file_buffer)
+        self._file_buffer = self._file_buffer[sent:]
+        self._file_buffer_at = offset + sent if self._file_buffer else -1
+        return sent
+
+    def _close_socket(self) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            self._tls.close()
+
+
+class Listener:
+    """Accepts connections on one endpoint and hands each new transport to ``on_transport``
+    (for TLS, once its handshake is done)."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        endpoint: Endpoint,
+        on_transport: Callable[[Transport], None],
+        *,
+        handshake_timeout: float = 10.0,
+        backlog: int = 4096,
+    ) -> None:
+        self._reactor = reactor
+        self._on_transport = on_transport
+        self._handshake_timeout = handshake_timeout
+        self._context = endpoint.server_context() if endpoint.scheme == "tls" else None
+        self.sock = listen(endpoint, backlog=backlog)
+        self.endpoint = endpoint
+        if endpoint.scheme != "unix":
+            self.endpoint = endpoint.with_port(self.sock.getsockname()[1])
+        self._fd = self.sock.fileno()
+        self._paused = False  # closed for good
+        reactor.add_reader(self._fd, self._accept)
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    def _accept(self) -> None:
+        for _ in range(128):  # a burst of connections is taken in one pass
+            try:
+                sock, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment rather than spin.
+                    log.warning(
+                        "%s: cannot accept (%s); pausing accepts for 0.5 s", self.url, exc.strerror
+                    )
+                    self._reactor.remove_reader(self._fd)
+                    self._reactor.call_later(0.5, self._resume)
+                    return
+                log.warning("%s: accept failed: %s", self.url, exc)
+                return
+            sock.setblocking(False)
+            peer = _describe_peer(self.endpoint, address)
+            if self.endpoint.scheme == "unix":
+                self._on_transport(SocketTransport(self._reactor, sock, peer))
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._context is None:
+                self._on_transport(SocketTransport(self._reactor, sock, peer))
+                continue
+            tls = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            TLSTransport(self._reactor, tls, peer).handshake(
+                self._on_transport, self._handshake_timeout
+            )
+
+    def _resume(self) -> None:
+        if not self._paused:
+            self._reactor.add_reader(self._fd, self._accept)
+
+    def close(self) -> None:
+        if self._paused:
+            return
+        self._paused = True
+        self._reactor.forget(self._fd)
+        self.sock.close()
+        if self.endpoint.scheme == "unix":
+            with contextlib.suppress(OSError):
+                os.unlink(self.endpoint.path)
+
+
+def _describe_peer(endpoint: Endpoint, address: object) -> str:
+    if endpoint.scheme == "unix":
+        return f"unix:{endpoint.path}"
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        if isinstance(host, str) and host.startswith("::ffff:"):
+            host = host[7:]
+        return f"{host}:{port}" if ":" not in str(host) else f"[{host}]:{port}"
+    return str(address)
