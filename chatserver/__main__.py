@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 
 from chatwire.transport import EndpointError
@@ -107,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (each client is one descriptor,
+    and the usual soft limit of 1024 is far below the thousands a server holds). Returns the
+    limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft
+    return hard
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -114,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    files = raise_file_limit()
+    logging.getLogger("chatserver").info("open files limit: %d", files)
     try:
         config = ServerConfig(
             listen=args.listen or ServerConfig().listen,

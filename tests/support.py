@@ -65,7 +65,9 @@ class ServerProcess:
                 if re.search(pattern, line):
                     return line
             time.sleep(0.02)
-        raise AssertionError(f"no log line matching {pattern!r} in {timeout} s:\n" + "\n".join(self.log[-30:]))
+        raise AssertionError(
+            f"no log line matching {pattern!r} in {timeout} s:\n" + "\n".join(self.log[-30:])
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.process.poll() is None:
@@ -79,12 +81,24 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def server_process(*args: str, listen: list[str] | None = None, timeout: float = 20.0) -> Iterator[ServerProcess]:
+def server_process(
+    *args: str, listen: list[str] | None = None, timeout: float = 20.0
+) -> Iterator[ServerProcess]:
     """Start ``python -m chatserver`` with ``args``; yields once it listens."""
     listen = listen or ["tcp://127.0.0.1:0"]
-    command = [sys.executable, "-m", "chatserver", *[a for url in listen for a in ("--listen", url)], *args]
+    command = [
+        sys.executable,
+        "-m",
+        "chatserver",
+        *[a for url in listen for a in ("--listen", url)],
+        *args,
+    ]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     urls: list[str] = []
@@ -124,7 +138,9 @@ class Peer:
     Every receive waits at most ``timeout`` seconds and fails the test with what it saw.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 10.0, sock: socket.socket | None = None
+    ) -> None:
         self.sock = sock or connect(parse_endpoint(url), timeout=timeout)
         self.sock.settimeout(timeout)
         self.timeout = timeout
@@ -175,7 +191,9 @@ class Peer:
             try:
                 self._fill()
             except TimeoutError as exc:
-                raise AssertionError(f"nothing received in time; seen so far: {self.seen[-10:]}") from exc
+                raise AssertionError(
+                    f"nothing received in time; seen so far: {self.seen[-10:]}"
+                ) from exc
         event = self._ready.pop(0)
         if isinstance(event, cw.FileData):
             parts = [bytes(event.data)]
@@ -190,7 +208,9 @@ class Peer:
         self.seen.append(event)
         return event
 
-    def expect(self, kind: type[E], timeout: float | None = None, *, skip_notices: bool = True) -> E:
+    def expect(
+        self, kind: type[E], timeout: float | None = None, *, skip_notices: bool = True
+    ) -> E:
         """The next event, which must be a ``kind`` (notices skipped unless asked)."""
         while True:
             event = self.next(timeout)
