@@ -85,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="time to send queued frames at shutdown (default: 5)",
     )
     parser.add_argument(
+        "--write-timeout",
+        type=float,
+        default=defaults.write_timeout,
+        metavar="SECONDS",
+        help="time a client may leave everything unread before it is dropped (default: 60)",
+    )
+    parser.add_argument(
+        "--max-queued-files",
+        type=int,
+        default=defaults.max_queued_files,
+        metavar="N",
+        help="relayed files waiting for one client before it is dropped (default: 64)",
+    )
+    parser.add_argument(
         "--max-per-ip",
         type=int,
         default=defaults.max_per_ip,
@@ -143,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             login_timeout=args.login_timeout,
             stall_timeout=args.stall_timeout,
             drain_timeout=args.drain_timeout,
+            write_timeout=args.write_timeout,
+            max_queued_files=args.max_queued_files,
             max_per_ip=args.max_per_ip,
             notices=args.notices,
             welcome=args.welcome,

@@ -40,6 +40,12 @@ class ServerConfig:
     spool_limit: int = 16 << 30
     #: Unsent bytes per client (chat; files count by their headers) before "SendQ exceeded".
     sendq: int = 4 << 20
+    #: Relayed files waiting for one client before it is disconnected like a full SendQ: files
+    #: are queued by reference, and a client that never reads must not hold the spool hostage.
+    max_queued_files: int = 64
+    #: Seconds a client may leave frames unread (nothing sent to it at all) before it is
+    #: disconnected (spec 7.3); this is what frees the spool held for a reader that stopped.
+    write_timeout: float = 60.0
     #: Seconds to complete the login (spec 7.2).
     login_timeout: float = 10.0
     #: Seconds without a byte in the middle of a frame (spec 7.2).
@@ -64,7 +70,7 @@ class ServerConfig:
             raise ValueError("at least one listen URL is needed")
         if not 0 <= self.max_file_size <= FILE_MAX:
             raise ValueError(f"max_file_size must be 0..{FILE_MAX}")
-        for name in ("spool_limit", "sendq", "max_per_ip"):
+        for name in ("spool_limit", "sendq", "max_per_ip", "max_queued_files"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} cannot be negative")
         for name in (

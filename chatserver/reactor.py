@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import selectors
 import signal
 import socket
@@ -23,6 +24,8 @@ from collections import deque
 from collections.abc import Callable
 
 __all__ = ["Reactor", "Timer"]
+
+log = logging.getLogger("chatserver")
 
 Callback = Callable[[], None]
 
@@ -55,6 +58,7 @@ class Reactor:
         self._pass_hooks: list[Callback] = []
         self._soon: list[Callback] = []
         self._running = False
+        self.errors = 0  # exceptions caught by the loop itself
         self._wakeup_r: socket.socket | None = None
         self._signal_handlers: dict[int, Callback] = {}
         self._signals_seen: list[int] = []
@@ -182,24 +186,30 @@ class Reactor:
                 timeout = 0.0
             elif timers:
                 timeout = max(0.0, timers[0][0] - self.time())
-            for key, mask in select(timeout):
-                handlers = key.data
-                if mask & read and handlers[0] is not None:
-                    handlers[0]()
-                if mask & write and handlers[1] is not None:
-                    handlers[1]()
-            while self._soon:
-                soon, self._soon = self._soon, []
-                for callback in soon:
-                    callback()
-            for hook in self._pass_hooks:
-                hook()
-            if timers:
-                now = self.time()
-                while timers and timers[0][0] <= now:
-                    timer = heapq.heappop(timers)[2]
-                    if not timer.cancelled:
-                        timer.callback()
+            try:
+                for key, mask in select(timeout):
+                    handlers = key.data
+                    if mask & read and handlers[0] is not None:
+                        handlers[0]()
+                    if mask & write and handlers[1] is not None:
+                        handlers[1]()
+                while self._soon:
+                    soon, self._soon = self._soon, []
+                    for callback in soon:
+                        callback()
+                for hook in self._pass_hooks:
+                    hook()
+                if timers:
+                    now = self.time()
+                    while timers and timers[0][0] <= now:
+                        timer = heapq.heappop(timers)[2]
+                        if not timer.cancelled:
+                            timer.callback()
+            except Exception:
+                # Last resort: sessions guard their own work; anything reaching here is a bug
+                # outside them. Log it, count it, keep serving everyone else.
+                self.errors += 1
+                log.exception("internal error in the event loop")
 
     def close(self) -> None:
         if self._wakeup_r is not None:

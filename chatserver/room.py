@@ -32,6 +32,9 @@ class MemberTransport(Protocol):
     @property
     def queued_bytes(self) -> int: ...
 
+    @property
+    def queued_files(self) -> int: ...
+
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
     def write_file(self, head: bytes, spool: Spool) -> None: ...
 
@@ -62,8 +65,9 @@ _Item = bytes | _FileRelayItem
 class Room:
     """The one room of spec 1.2."""
 
-    def __init__(self, *, sendq: int, notices: bool = False) -> None:
+    def __init__(self, *, sendq: int, max_files: int = 64, notices: bool = False) -> None:
         self.sendq = sendq
+        self.max_files = max_files
         self.notices = notices
         self._members: dict[str, Member] = {}  # nick key (spec 2.8.4) -> member, in join order
         self._batch: list[tuple[Member | None, _Item]] = []
@@ -184,7 +188,7 @@ class Room:
                 if data:
                     transport = member.transport
                     transport.write(data)
-                    if transport.queued_bytes > sendq:
+                    if transport.queued_bytes > sendq or transport.queued_files > self.max_files:
                         overflow.append(member)
         else:
             for member in self._members.values():
@@ -203,12 +207,14 @@ class Room:
                     transport.write_file(item.head, item.spool)
                 if pending:
                     transport.write(b"".join(pending))
-                if transport.queued_bytes > sendq:
+                if transport.queued_bytes > sendq or transport.queued_files > self.max_files:
                     overflow.append(member)
             for _sender, item in batch:
                 if type(item) is _FileRelayItem:
                     item.spool.release()
         for member in overflow:
+            t = member.transport
             member.disconnect(
-                f"SendQ exceeded ({member.transport.queued_bytes} bytes queued, limit {sendq})"
+                f"SendQ exceeded ({t.queued_bytes} bytes and {t.queued_files} files queued; "
+                f"limits {sendq} bytes, {self.max_files} files)"
             )

@@ -33,7 +33,11 @@ class Server:
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config = config or ServerConfig()
         self.reactor = Reactor()
-        self.room = Room(sendq=config.sendq, notices=config.notices)
+        self.room = Room(
+            sendq=config.sendq, max_files=config.max_queued_files, notices=config.notices
+        )
+        #: unexpected exceptions caught (each closed one connection); the fuzz tests want 0
+        self.internal_errors = 0
         self.spools = SpoolManager(config.spool_dir, config.spool_limit)
         self.sessions: set[Session] = set()
         self._per_ip: Counter[str] = Counter()
@@ -98,6 +102,8 @@ class Server:
             if session.closed:
                 continue
             why = session.expired(now)
+            if why is None and session.transport.stalled_for(now) > self.config.write_timeout:
+                why = f"not reading: nothing could be sent for {self.config.write_timeout:g} s"
             if why is not None:
                 session.disconnect(why, level=logging.INFO, flush=False)
         self._sweep_timer = self.reactor.call_later(1.0, self._sweep)
@@ -157,4 +163,5 @@ class Server:
             "spool_used": self.spools.used,
             "relayed_messages": self.room.relayed_messages,
             "relayed_files": self.room.relayed_files,
+            "internal_errors": self.internal_errors + self.reactor.errors,
         }

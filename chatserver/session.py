@@ -12,6 +12,7 @@ and byte offset (spec 6.3): in state LOGIN after ``NE``, later after one explana
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chatwire import (
@@ -84,15 +85,25 @@ class Session:
         if self.closed:
             return
         self.last_input = self.server.reactor.time()
-        connection = self.connection
-        connection.receive_data(data)
-        self._process()
+        self.connection.receive_data(data)
+        self._guarded(self._process)
 
     def eof_received(self) -> None:
         if self.closed:
             return
         self.connection.receive_data(b"")
-        self._process()
+        self._guarded(self._process)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        # A bug of ours must cost one connection, never the server (and it is counted: the
+        # fuzz tests require the count to stay 0).
+        try:
+            step()
+        except Exception:
+            self.server.internal_errors += 1
+            log.exception("%s: internal error; closing this connection", self.who)
+            self._end("internal error")
+            self.transport.abort("internal error")
 
     def connection_lost(self, reason: str) -> None:
         if not self.closed:

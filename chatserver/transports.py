@@ -91,6 +91,9 @@ class Transport:
         self._linger_seconds = 0.0
         self._timer: Timer | None = None
         self._lost = False
+        #: reactor time of the last byte sent, or of the write that found the queue empty
+        self.last_progress = reactor.time()
+        self._sent_file = False
 
     # --- Life --------------------------------------------------------------------------------
 
@@ -102,6 +105,10 @@ class Transport:
     @property
     def closed(self) -> bool:
         return self._lost
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the queue has waited without a byte going out (0 when nothing is queued)."""
+        return now - self.last_progress if self._queue else 0.0
 
     @property
     def closing(self) -> bool:
@@ -224,6 +231,7 @@ class Transport:
             if sent == len(data):
                 return
             data = memoryview(data)[sent:]
+            self.last_progress = self._reactor.time()  # the queue starts now
         self._queue.append(data)
         self.queued_bytes += len(data)
         self._watch_writable()
@@ -233,6 +241,8 @@ class Transport:
         if self._closing or self._lost:
             return
         spool.acquire()
+        if not self._queue:
+            self.last_progress = self._reactor.time()
         self._queue.append(_FileItem(head, spool))
         self.queued_bytes += len(head)
         self.queued_files += 1
@@ -247,6 +257,7 @@ class Transport:
             self._reactor.add_writer(self._fd, self._on_writable)
 
     def _on_writable(self) -> None:
+        before = (self.queued_bytes, self.queued_files, len(self._queue))
         try:
             self._drain()
         except (BlockingIOError, InterruptedError):
@@ -254,6 +265,9 @@ class Transport:
         except OSError as exc:
             self._finish(_why(exc))
             return
+        if (self.queued_bytes, self.queued_files, len(self._queue)) != before or self._sent_file:
+            self.last_progress = self._reactor.time()
+            self._sent_file = False
         if self._queue:
             self._watch_writable()
             return
@@ -279,6 +293,7 @@ class Transport:
                 size = item.spool.size
                 while item.offset < size:
                     item.offset += self._send_file(item.spool.fd, item.offset, size - item.offset)
+                    self._sent_file = True
                 queue.popleft()
                 self.queued_files -= 1
                 item.spool.release()

@@ -294,6 +294,23 @@ def test_a_client_that_stops_reading_is_disconnected_and_the_others_keep_receivi
         assert sorted(talker.expect(cw.ListReply).nicks) == ["listener", "talker"]
 
 
+def test_a_reader_that_stops_is_dropped_and_frees_the_spool_it_held(tmp_path: Path) -> None:
+    # Files are queued by reference: without a write timeout, a client that never reads would
+    # hold the spool (and so every later upload) hostage.
+    with running_server(write_timeout=1.0, spool_dir=str(tmp_path)) as server:
+        url = server.urls[0]
+        sleeper = Peer(url)
+        sleeper.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sleeper.send(cw.Login(nick="sleeper"))
+        sleeper.expect(cw.Accepted)
+        ana, bob = Peer.login(url, "ana"), Peer.login(url, "bob")
+        ana.send_file("big.bin", b"b" * 8_000_000)
+        assert bob.expect_file()[1] == b"b" * 8_000_000
+        assert server.stats()["open_spools"] == 1  # still held for the sleeper
+        wait_until(lambda: server.stats()["members"] == 2, timeout=10, what="the sleeper dropped")
+        wait_until(lambda: server.stats()["open_spools"] == 0, what="the spool freed")
+
+
 def test_a_silent_connection_is_closed_by_the_login_timeout() -> None:
     with running_server(login_timeout=0.5) as server:
         silent = Peer(server.urls[0])

@@ -14,6 +14,7 @@ class FakeTransport:
         self.writes: list[bytes] = []
         self.files: list[tuple[bytes, object]] = []
         self.queued_bytes = 0
+        self.queued_files = 0
 
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -21,6 +22,7 @@ class FakeTransport:
     def write_file(self, head: bytes, spool) -> None:  # type: ignore[no-untyped-def]
         spool.acquire()
         self.files.append((head, spool))
+        self.queued_files += 1
         self.writes.append(b"<file>")
 
 
@@ -95,6 +97,19 @@ def test_a_member_over_the_sendq_is_disconnected() -> None:
     room.flush()
     assert bob.dropped and "SendQ exceeded" in bob.dropped[0]
     assert not ana.dropped
+
+
+def test_a_member_holding_too_many_files_is_disconnected(tmp_path: Path) -> None:
+    room, (ana, bob) = room_with("ana", "bob")
+    room.max_files = 2
+    spools = SpoolManager(str(tmp_path), limit=100)
+    for i in range(3):
+        spool = spools.open(1)
+        spool.write(b"x")
+        room.relay_file(ana, f"f{i}", spool)  # type: ignore[arg-type]
+        spool.release()
+    room.flush()
+    assert bob.dropped and "3 files queued" in bob.dropped[0]
 
 
 def test_nicks_are_unique_caselessly_and_renames_keep_membership() -> None:
