@@ -106,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections allowed from one address (default: 0, no limit)",
     )
     parser.add_argument(
+        "--flood-rate",
+        type=float,
+        default=defaults.flood_rate,
+        metavar="PER_SECOND",
+        help="messages and files per second one client may relay on average; 0 turns flood "
+        "control off (default: 50)",
+    )
+    parser.add_argument(
+        "--flood-burst",
+        type=int,
+        default=defaults.flood_burst,
+        metavar="N",
+        help="messages and files one client may send in a burst (default: 200)",
+    )
+    parser.add_argument(
         "--notices",
         action="store_true",
         help="tell everyone of joins, leaves and nick changes (spec 3.1.8)",
@@ -159,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             drain_timeout=args.drain_timeout,
             write_timeout=args.write_timeout,
             max_queued_files=args.max_queued_files,
+            flood_rate=args.flood_rate,
+            flood_burst=args.flood_burst,
             max_per_ip=args.max_per_ip,
             notices=args.notices,
             welcome=args.welcome,

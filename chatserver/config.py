@@ -58,6 +58,11 @@ class ServerConfig:
     flush_timeout: float = 5.0
     #: Seconds to drain queues at shutdown (spec 7.5).
     drain_timeout: float = 5.0
+    #: Flood control: relayed frames (messages and files) per second one client may send on
+    #: average, and how many it may send in a burst. Beyond that the server stops reading that
+    #: client for a while (TCP pushes back on it alone; nothing is lost). 0 turns it off.
+    flood_rate: float = 50.0
+    flood_burst: int = 200
     #: Send join/leave/rename notices (spec 3.1.8).
     notices: bool = False
     #: A notice sent to each client after ACC, or "" for none.
@@ -68,9 +73,11 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not self.listen:
             raise ValueError("at least one listen URL is needed")
+        if self.flood_rate and self.flood_burst < 1:
+            raise ValueError("flood_burst must be at least 1")
         if not 0 <= self.max_file_size <= FILE_MAX:
             raise ValueError(f"max_file_size must be 0..{FILE_MAX}")
-        for name in ("spool_limit", "sendq", "max_per_ip", "max_queued_files"):
+        for name in ("spool_limit", "sendq", "max_per_ip", "max_queued_files", "flood_rate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} cannot be negative")
         for name in (

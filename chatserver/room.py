@@ -173,6 +173,8 @@ class Room:
         has_files, self._batch_has_files = self._batch_has_files, False
         overflow: list[Member] = []
         sendq = self.sendq
+        # Members are iterated from a snapshot: a write that fails closes that member at once,
+        # and its session leaves the room in the middle of this loop.
         if not has_files:
             # The common case: bytes only. One blob for everyone who sent nothing in this pass;
             # senders get the blob without their own frames.
@@ -183,7 +185,7 @@ class Room:
             everyone = b"".join(item for _sender, item in batch)  # type: ignore[misc]
             for sender in senders:
                 senders[sender] = b"".join(item for s, item in batch if s is not sender)  # type: ignore[misc]
-            for member in self._members.values():
+            for member in list(self._members.values()):
                 data = senders.get(member, everyone)
                 if data:
                     transport = member.transport
@@ -191,7 +193,7 @@ class Room:
                     if transport.queued_bytes > sendq or transport.queued_files > self.max_files:
                         overflow.append(member)
         else:
-            for member in self._members.values():
+            for member in list(self._members.values()):
                 transport = member.transport
                 pending: list[bytes] = []
                 for sender, item in batch:

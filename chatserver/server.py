@@ -115,6 +115,7 @@ class Server:
         if threading.current_thread() is threading.main_thread():
             self.reactor.on_signal(signal.SIGINT, lambda: self.shutdown("SIGINT"))
             self.reactor.on_signal(signal.SIGTERM, lambda: self.shutdown("SIGTERM"))
+            self.reactor.on_signal(signal.SIGUSR1, self.log_stats)
         try:
             self.reactor.run()
         finally:
@@ -153,6 +154,10 @@ class Server:
     def _close_listeners(self) -> None:
         for listener in self.listeners:
             listener.close()
+
+    def log_stats(self) -> None:
+        """One log line with the counters (on SIGUSR1)."""
+        log.info("stats: %s", " ".join(f"{k}={v}" for k, v in self.stats().items()))
 
     def stats(self) -> dict[str, int]:
         """Counters for tests and operators."""

@@ -65,6 +65,10 @@ class Session:
         self.last_input = now
         self._upload: Spool | None = None
         self._upload_name = ""
+        # Flood control: a token bucket of relayed frames (config flood_rate, flood_burst).
+        self._tokens = float(server.config.flood_burst)
+        self._tokens_at = now
+        self.throttled = False
 
     def __repr__(self) -> str:
         return f"<Session {self.transport.peer} {self.nick or '(login)'}>"
@@ -87,12 +91,41 @@ class Session:
         self.last_input = self.server.reactor.time()
         self.connection.receive_data(data)
         self._guarded(self._process)
+        self._throttle()
 
     def eof_received(self) -> None:
         if self.closed:
             return
         self.connection.receive_data(b"")
         self._guarded(self._process)
+
+    def _spend(self) -> None:
+        # One relayed frame. The bucket may go negative within one read; _throttle settles it.
+        self._tokens -= 1.0
+
+    def _throttle(self) -> None:
+        """Flood control: if this client sent more than its bucket allows, stop reading it
+        until the bucket has refilled. Only the flooder feels it (TCP backpressure)."""
+        rate = self.server.config.flood_rate
+        if not rate or self.closed:
+            return
+        now = self.server.reactor.time()
+        burst = float(self.server.config.flood_burst)
+        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens >= 0 or self.throttled:
+            return
+        self.throttled = True
+        self.transport.pause_reading()
+        delay = -self._tokens / rate
+        log.info("%s: flood control: not reading for %.1f s", self.who, delay)
+        self.server.reactor.call_later(delay, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self.throttled = False
+        self.last_input = self.server.reactor.time()  # a paused frame is not a stalled one
+        if not self.closed:
+            self.transport.resume_reading()
 
     def _guarded(self, step: Callable[[], None]) -> None:
         # A bug of ours must cost one connection, never the server (and it is counted: the
@@ -121,6 +154,7 @@ class Session:
                 kind = type(event)
                 if kind is Message:
                     room.relay_text(self, event.text)  # type: ignore[union-attr]
+                    self._tokens -= 1.0  # flood control
                 elif kind is FileData:
                     assert self._upload is not None
                     self._upload.write(event.data)  # type: ignore[union-attr]
@@ -202,6 +236,7 @@ class Session:
         self._upload = None
         self.server.room.relay_file(self, self._upload_name, spool)
         spool.release()  # the uploader's reference; the relays hold their own
+        self._spend()
         log.info("%s: relayed file %r (%d bytes)", self.who, self._upload_name, spool.size)
 
     def _refuse_file(self, why: str) -> None:
@@ -254,6 +289,6 @@ class Session:
         config = self.server.config
         if self.connection.state is State.LOGIN and now - self.connected_at > config.login_timeout:
             return f"no login within {config.login_timeout:g} s"
-        if self.mid_frame and now - self.last_input > config.stall_timeout:
+        if self.mid_frame and not self.throttled and now - self.last_input > config.stall_timeout:
             return f"frame stalled for {config.stall_timeout:g} s"
         return None

@@ -132,6 +132,12 @@ def server_process(
             process.stdout.close()
 
 
+def short(event: object, limit: int = 200) -> str:
+    """``repr(event)``, cut to ``limit`` characters for readable failures."""
+    text = repr(event)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class Peer:
     """A blocking protocol client for tests: a socket and a client-role chatwire Connection.
 
@@ -216,7 +222,7 @@ class Peer:
             event = self.next(timeout)
             if skip_notices and isinstance(event, cw.Notice) and kind is not cw.Notice:
                 continue
-            assert isinstance(event, kind), f"expected {kind.__name__}, got {event!r}"
+            assert isinstance(event, kind), f"expected {kind.__name__}, got {short(event)}"
             return event
 
     def expect_file(self, timeout: float | None = None) -> tuple[cw.FileRelay, bytes]:
@@ -239,7 +245,9 @@ class Peer:
                 return  # truncated by the close
             if isinstance(event, cw.ConnectionClosed):
                 return
-            assert isinstance(event, cw.Notice), f"expected the connection to close, got {event!r}"
+            assert isinstance(event, cw.Notice), (
+                f"expected the connection to close, got {short(event)}"
+            )
 
     def nothing_for(self, seconds: float) -> None:
         """Nothing arrives within ``seconds`` (notices allowed)."""
@@ -249,7 +257,7 @@ class Peer:
                 event = self.next(left)
             except AssertionError:
                 return
-            assert isinstance(event, cw.Notice), f"expected nothing, got {event!r}"
+            assert isinstance(event, cw.Notice), f"expected nothing, got {short(event)}"
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -260,6 +268,17 @@ class Peer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def small_window_socket(url: str, size: int = 4096) -> socket.socket:
+    """A TCP socket to ``url`` with a small receive buffer, set *before* connecting (after the
+    handshake the window is already negotiated): a client that will stop reading."""
+    endpoint = parse_endpoint(url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    sock.settimeout(10)
+    sock.connect((endpoint.host, endpoint.port))
+    return sock
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:

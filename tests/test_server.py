@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
-import socket
 import ssl
 import threading
 import time
@@ -22,7 +21,7 @@ import pytest
 import trustme
 
 import chatwire as cw
-from tests.support import Peer, running_server, server_process, wait_until
+from tests.support import Peer, running_server, server_process, small_window_socket, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -271,10 +270,9 @@ def test_a_file_that_does_not_fit_the_spool_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_client_that_stops_reading_is_disconnected_and_the_others_keep_receiving() -> None:
-    with running_server(sendq=64 * 1024) as server:
+    with running_server(sendq=64 * 1024, flood_rate=0) as server:
         url = server.urls[0]
-        sleeper = Peer(url)
-        sleeper.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sleeper = Peer(url, sock=small_window_socket(url))
         sleeper.send(cw.Login(nick="sleeper"))
         sleeper.expect(cw.Accepted)
         talker, listener = Peer.login(url, "talker"), Peer.login(url, "listener")
@@ -299,8 +297,7 @@ def test_a_reader_that_stops_is_dropped_and_frees_the_spool_it_held(tmp_path: Pa
     # hold the spool (and so every later upload) hostage.
     with running_server(write_timeout=1.0, spool_dir=str(tmp_path)) as server:
         url = server.urls[0]
-        sleeper = Peer(url)
-        sleeper.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sleeper = Peer(url, sock=small_window_socket(url))
         sleeper.send(cw.Login(nick="sleeper"))
         sleeper.expect(cw.Accepted)
         ana, bob = Peer.login(url, "ana"), Peer.login(url, "bob")

@@ -112,6 +112,21 @@ def test_a_member_holding_too_many_files_is_disconnected(tmp_path: Path) -> None
     assert bob.dropped and "3 files queued" in bob.dropped[0]
 
 
+def test_a_member_leaving_during_a_flush_does_not_break_it() -> None:
+    # A write that fails closes the connection at once, and its session leaves the room while
+    # the flush is iterating over the members (found by tests/test_attacks.py).
+    room, (ana, bob, cid) = room_with("ana", "bob", "cid")
+
+    def failing_write(data: bytes) -> None:
+        room.leave(bob, "write error")  # type: ignore[arg-type]
+
+    bob.transport.write = failing_write  # type: ignore[method-assign]
+    room.relay_text(ana, "hi")  # type: ignore[arg-type]
+    room.flush()
+    assert decode(cid.transport.writes[0]) == [cw.MessageRelay(sender="ana", text="hi")]
+    assert room.holder("bob") is None
+
+
 def test_nicks_are_unique_caselessly_and_renames_keep_membership() -> None:
     room, (ana,) = room_with("Ana")
     assert room.holder("ANA") is ana and room.holder("bob") is None
