@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="relayed files waiting for one client before it is dropped (default: 64)",
     )
     parser.add_argument(
+        "--max-clients",
+        type=int,
+        default=defaults.max_clients,
+        metavar="N",
+        help="connections allowed in all (default: 0, what the open-files limit allows)",
+    )
+    parser.add_argument(
         "--max-per-ip",
         type=int,
         default=defaults.max_per_ip,
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             flood_rate=args.flood_rate,
             flood_burst=args.flood_burst,
             max_per_ip=args.max_per_ip,
+            max_clients=args.max_clients,
             notices=args.notices,
             welcome=args.welcome,
         )
@@ -184,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, EndpointError, SpoolError, OSError) as exc:
         print(f"chatserver: {exc}", file=sys.stderr)
         return 2
+    logging.getLogger("chatserver").info("accepting up to %d clients", server.max_clients)
     for url in server.urls:
         print(f"chatserver {__version__} listening on {url}", flush=True)
     server.serve_forever()

@@ -69,6 +69,9 @@ class ServerConfig:
     welcome: str = ""
     #: Most simultaneous connections from one address (0: no limit).
     max_per_ip: int = 0
+    #: Most simultaneous connections in all (0: as many as the open-files limit allows, two
+    #: descriptors each: the socket, and a spool file while it uploads).
+    max_clients: int = 0
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -77,7 +80,14 @@ class ServerConfig:
             raise ValueError("flood_burst must be at least 1")
         if not 0 <= self.max_file_size <= FILE_MAX:
             raise ValueError(f"max_file_size must be 0..{FILE_MAX}")
-        for name in ("spool_limit", "sendq", "max_per_ip", "max_queued_files", "flood_rate"):
+        for name in (
+            "spool_limit",
+            "sendq",
+            "max_per_ip",
+            "max_clients",
+            "max_queued_files",
+            "flood_rate",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} cannot be negative")
         for name in (

@@ -9,6 +9,7 @@ anonymous, so there is never anything to remove.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import threading
 from collections import Counter
@@ -23,6 +24,12 @@ from .session import Session
 from .transports import Listener, Transport
 
 __all__ = ["Server"]
+
+
+def _open_files_limit() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
 
 log = logging.getLogger("chatserver")
 
@@ -41,6 +48,9 @@ class Server:
         self.spools = SpoolManager(config.spool_dir, config.spool_limit)
         self.sessions: set[Session] = set()
         self._per_ip: Counter[str] = Counter()
+        self.max_clients = config.max_clients or max(16, (_open_files_limit() - 64) // 2)
+        self._refused = 0  # connections refused as "server full" since the last log line
+        self._refused_logged = 0.0
         self._stopping = False
         self.listeners: list[Listener] = []
         try:
@@ -70,6 +80,18 @@ class Server:
     def _on_transport(self, transport: Transport) -> None:
         if self._stopping:
             transport.abort("server stopping")
+            return
+        if len(self.sessions) >= self.max_clients:
+            self._refused += 1
+            now = self.reactor.time()
+            if now - self._refused_logged >= 1.0:  # one line a second, not one per connection
+                log.warning(
+                    "server full (%d connections): refused %d connection(s)",
+                    self.max_clients,
+                    self._refused,
+                )
+                self._refused, self._refused_logged = 0, now
+            transport.abort("server full")
             return
         # Unix-socket clients are local and share no address: the per-address limit skips them.
         ip = "" if transport.scheme == "unix" else transport.peer.rsplit(":", 1)[0]

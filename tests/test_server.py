@@ -443,6 +443,18 @@ def test_per_address_connection_limit() -> None:
         Peer.login(url, "two")
 
 
+def test_the_total_number_of_connections_is_bounded() -> None:
+    with running_server(max_clients=3) as server:
+        url = server.urls[0]
+        members = [Peer.login(url, f"m{i}") for i in range(3)]
+        extra = Peer(url)
+        extra.expect_closed()  # refused at once: the server holds no more than 3
+        members[0].send(cw.Quit())
+        members[0].expect_closed()
+        wait_until(lambda: server.stats()["connections"] == 2, what="the quit to be seen")
+        Peer.login(url, "m3")  # room again
+
+
 # --- The process ------------------------------------------------------------------------------
 
 
