@@ -91,6 +91,7 @@ class Session:
         self.last_input = self.server.reactor.time()
         self.connection.receive_data(data)
         self._guarded(self._process)
+        self._divert_upload()
         self._throttle()
 
     def eof_received(self) -> None:
@@ -98,6 +99,24 @@ class Session:
             return
         self.connection.receive_data(b"")
         self._guarded(self._process)
+
+    def _divert_upload(self) -> None:
+        # While a file's data arrives and nothing else is buffered, the transport writes it
+        # straight to the spool from one reused buffer: no events, no allocation per read.
+        wanted = self.connection.file_data_wanted
+        if wanted and self._upload is not None and not self.closed:
+            self.transport.divert(wanted, self._file_bytes)
+
+    def _file_bytes(self, data: memoryview) -> None:
+        self._guarded(lambda: self._store(data))
+
+    def _store(self, data: memoryview) -> None:
+        assert self._upload is not None
+        self._upload.write(data)
+        self.connection.file_data_received(len(data))
+        self.last_input = self.server.reactor.time()
+        if not self.connection.file_data_wanted:
+            self._process()  # FileEnd, and whatever follows
 
     def _spend(self) -> None:
         # One relayed frame. The bucket may go negative within one read; _throttle settles it.

@@ -39,6 +39,10 @@ __all__ = ["Listener", "SocketTransport", "TLSTransport", "Transport", "Transpor
 log = logging.getLogger("chatserver")
 
 READ_SIZE = 256 * 1024  # read in large chunks: many frames per system call
+# Diverted reads (file data going straight to the spool) land in this one buffer, reused for
+# every read: one thread, and each piece is consumed before the next read. No allocation per
+# read is what makes uploads fast (bench: recv_into ~2x plain recv on loopback).
+_DIVERT_BUFFER = memoryview(bytearray(1 << 20))
 _GATHER = 64  # buffers per sendmsg
 _TLS_CHUNK = 256 * 1024  # the bounded buffer for files under TLS
 
@@ -94,6 +98,8 @@ class Transport:
         #: reactor time of the last byte sent, or of the write that found the queue empty
         self.last_progress = reactor.time()
         self._sent_file = False
+        self._divert_left = 0
+        self._divert_sink: Callable[[memoryview], None] | None = None
 
     # --- Life --------------------------------------------------------------------------------
 
@@ -189,10 +195,47 @@ class Transport:
 
     # --- Reading -----------------------------------------------------------------------------
 
+    def divert(self, count: int, sink: Callable[[memoryview], None]) -> None:
+        """Hand the next ``count`` received bytes to ``sink`` instead of ``data_received``.
+
+        ``sink`` gets views of a buffer reused for every read: it must consume each piece before
+        it returns. After ``count`` bytes, reading goes back to ``data_received``. An end of
+        stream or error meanwhile is reported as usual (``eof_received``, ``connection_lost``).
+        """
+        self._divert_left = count
+        self._divert_sink = sink
+
     def _recv(self) -> bytes:
         return self._sock.recv(READ_SIZE)
 
+    def _recv_into(self, buffer: memoryview) -> int:
+        return self._sock.recv_into(buffer)
+
+    def _read_diverted(self) -> None:
+        try:
+            count = self._recv_into(_DIVERT_BUFFER[: min(self._divert_left, len(_DIVERT_BUFFER))])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._finish(f"read error: {exc}")
+            return
+        if count == 0:
+            self._divert_left = 0
+            self.pause_reading()
+            assert self.protocol is not None
+            self.protocol.eof_received()
+            return
+        self._divert_left -= count
+        sink = self._divert_sink
+        assert sink is not None
+        if not self._divert_left:
+            self._divert_sink = None
+        sink(_DIVERT_BUFFER[:count])
+
     def _on_readable(self) -> None:
+        if self._divert_left:
+            self._read_diverted()
+            return
         try:
             data = self._recv()
         except (BlockingIOError, InterruptedError):
@@ -413,6 +456,21 @@ class TLSTransport(Transport):
         if pending and data:
             return data + self._tls.recv(pending)
         return data
+
+    def _recv_into(self, buffer: memoryview) -> int:
+        try:
+            count = self._tls.recv_into(buffer)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError from None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return 0
+        # Decrypted bytes may wait inside the TLS object where epoll cannot see them.
+        while count < len(buffer) and self._tls.pending():
+            more = self._tls.recv_into(buffer[count:])
+            if not more:
+                break
+            count += more
+        return count
 
     def _send(self, data: bytes | bytearray | memoryview) -> int:
         try:

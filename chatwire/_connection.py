@@ -398,6 +398,30 @@ class Connection:
             self._send_left = event.size
         return data
 
+    @property
+    def file_data_wanted(self) -> int:
+        """While a received file's data is arriving and nothing is buffered: how many of its
+        bytes are still to come, which the caller may read from the stream itself (straight
+        to disk, say) and report with `file_data_received`. 0 otherwise."""
+        if self._recv_left > 0 and not self._buffer:
+            return self._recv_left
+        return 0
+
+    def file_data_received(self, size: int) -> None:
+        """Record that the caller took ``size`` bytes of the current file's data from the stream
+        itself, instead of passing them to `receive_data`; ``next_event`` then goes on as if
+        it had handed them out as ``FileData``.
+
+        Raises:
+            LocalProtocolError: ``size`` exceeds `file_data_wanted`.
+        """
+        if not 0 <= size <= self.file_data_wanted:
+            raise LocalProtocolError(
+                f"{size} bytes of file data taken, but only {self.file_data_wanted} may be"
+            )
+        self._recv_left -= size
+        self._offset += size
+
     def account_file_data(self, size: int) -> None:
         """Record that ``size`` bytes of the current file's data were written without `send`
         (for example with ``os.sendfile``), exactly as ``send(FileData(...))`` would.

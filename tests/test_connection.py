@@ -427,3 +427,21 @@ def test_constructor_arguments_are_checked() -> None:
         cw.Connection("client")  # type: ignore[arg-type]
     with pytest.raises(cw.LocalProtocolError):
         cw.Connection(cw.Role.SERVER, max_file_size=-1)
+
+
+def test_file_data_can_be_taken_from_the_stream_directly() -> None:
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    start = server.bytes_received
+    server.receive_data(b"file 1    a10        abc")
+    assert server.next_event() == cw.File(name="a", size=10)
+    assert server.file_data_wanted == 0  # "abc" is buffered: it must come out as events first
+    assert bytes(server.next_event().data) == b"abc"  # type: ignore[union-attr]
+    assert server.file_data_wanted == 7
+    with pytest.raises(cw.LocalProtocolError):
+        server.file_data_received(8)
+    server.file_data_received(7)  # the caller read them itself (straight to disk, say)
+    assert server.file_data_wanted == 0
+    assert server.next_event() == cw.FileEnd()
+    assert server.bytes_received - start == 24 + 7
+    server.receive_data(b"quit      ")
+    assert server.next_event() == cw.Quit()

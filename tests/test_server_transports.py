@@ -141,3 +141,22 @@ def test_a_lingering_close_shuts_the_write_side_and_discards_input() -> None:
     theirs.close()
     run_until(reactor, lambda: transport.closed)
     assert [c for c in recorder.calls if c[0] == "data"] == []
+
+
+def test_diverted_reads_go_to_the_sink_then_back_to_data_received() -> None:
+    reactor, transport, theirs, recorder = pair()
+    pieces: list[bytes] = []
+    transport.divert(6, lambda view: pieces.append(bytes(view)))
+    theirs.sendall(b"abcdefgh")
+    run_until(reactor, lambda: ("data", b"gh") in recorder.calls)
+    assert b"".join(pieces) == b"abcdef"
+    assert recorder.calls == [("data", b"gh")]
+
+
+def test_an_end_of_stream_while_diverted_is_reported() -> None:
+    reactor, transport, theirs, recorder = pair()
+    transport.divert(100, lambda view: None)
+    theirs.sendall(b"abc")
+    theirs.shutdown(socket.SHUT_WR)
+    run_until(reactor, lambda: ("eof", None) in recorder.calls)
+    assert recorder.calls == [("eof", None)]
