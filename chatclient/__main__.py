@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
@@ -203,18 +204,31 @@ def _scripted(args: argparse.Namespace, endpoint: Endpoint, downloads: Path) -> 
         _say(str(exc))
         return ExitCode.ERROR
     final: list[Disconnected] = []
+    scripting = threading.Event()  # set while the main thread may block reading stdin
+
+    def connection_over() -> None:
+        # The main thread may be blocked reading stdin, which the end of the connection does
+        # not interrupt: wake it with the same signal as an outside SIGTERM would.
+        if scripting.is_set():
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
     printer = threading.Thread(
-        target=_print_events, args=(client, sys.stdout, args.json, final), daemon=True
+        target=_print_events,
+        args=(client, sys.stdout, args.json, final, connection_over),
+        daemon=True,
     )
-    printer.start()
 
     def terminate(signum: int, frame: FrameType | None) -> None:
+        scripting.clear()
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
     status: int = ExitCode.OK
+    scripting.set()
+    printer.start()
     try:
         status = _script(args, client)
+        scripting.clear()
         if args.listen:
             client.wait_closed()
         else:
@@ -294,11 +308,20 @@ def _send_file(client: Client, path: str, uploads: list[Future[Any]]) -> bool:
     return True
 
 
-def _print_events(client: Client, out: TextIO, as_json: bool, final: list[Disconnected]) -> None:
-    """Print every event until the end (on its own thread); the last one goes in ``final``."""
+def _print_events(
+    client: Client,
+    out: TextIO,
+    as_json: bool,
+    final: list[Disconnected],
+    on_end: Callable[[], None],
+) -> None:
+    """Print every event until the end (on its own thread); the last one goes in ``final``,
+    and an end the script did not ask for calls ``on_end``."""
     for event in client.events():
         if isinstance(event, Disconnected):
             final.append(event)
+            if not event.expected:
+                on_end()
         if as_json:
             line = event_json(event)
         elif isinstance(event, FileProgress):

@@ -291,6 +291,20 @@ def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def spool_files(pid: int, spool_dir: str | os.PathLike[str]) -> list[str]:
+    """The spool files a server process holds open: anonymous files (created unlinked, so
+    /proc shows them as ``DIR/#inode (deleted)``) in its spool directory."""
+    base = f"/proc/{pid}/fd"
+    prefix = os.path.realpath(spool_dir) + "/"
+    held = []
+    for fd in os.listdir(base):
+        with contextlib.suppress(FileNotFoundError):
+            target = os.readlink(f"{base}/{fd}")
+            if target.startswith(prefix) and target.endswith("(deleted)"):
+                held.append(target)
+    return held
+
+
 def open_fds(pid: int | None = None) -> int:
     """Open file descriptors of a process (this one by default), from /proc."""
     return len(os.listdir(f"/proc/{pid or os.getpid()}/fd"))

@@ -26,17 +26,27 @@ from pathlib import Path
 import pytest
 
 import chatwire as cw
-from tests.support import Peer, ServerProcess, server_process, small_window_socket, wait_until
+from tests.support import (
+    Peer,
+    ServerProcess,
+    server_process,
+    small_window_socket,
+    spool_files,
+    wait_until,
+)
 from tests.vectors import load
 
 LIMITS = {"max_file_size": 1 << 20, "sendq": 256 << 10}
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    spool = tmp_path_factory.mktemp("spool")
     with server_process(
+        "--spool-dir",
+        str(spool),
         "--login-timeout",
         "1",
         "--stall-timeout",
@@ -76,10 +86,9 @@ class Sentinels:
         return len(os.listdir(f"/proc/{self.proc.process.pid}/fd"))
 
     def spools(self) -> list[str]:
-        base = f"/proc/{self.proc.process.pid}/fd"
-        return [
-            t for f in os.listdir(base) if "chatwire-spool" in (t := os.readlink(f"{base}/{f}"))
-        ]
+        """Spool files the server holds open (anonymous files in its spool directory)."""
+        args = list(self.proc.process.args)  # type: ignore[arg-type]
+        return spool_files(self.proc.process.pid, args[args.index("--spool-dir") + 1])
 
     def check(self) -> None:
         assert self.proc.process.poll() is None, "the server died"

@@ -215,6 +215,32 @@ def test_server_closing_is_reported_with_exit_code_1(home: Path) -> None:
     assert "disconnected: the server closed the connection" in result.stdout
 
 
+def test_the_end_of_the_connection_ends_a_script_still_reading_stdin(home: Path) -> None:
+    # The main thread blocks reading stdin, which the server's close does not interrupt: the
+    # program must still notice, say so and exit 1, with its stdin left open.
+    with running_server() as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatclient", server.urls[0], "--nick", "reader"],
+            cwd=ROOT,
+            env=env_for(home),
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(lambda: server.stats()["members"] == 1, what="the login")
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout))  # type: ignore[arg-type]
+    reader.start()
+    try:  # the server has stopped; stdin is still open
+        assert process.wait(10) == 1
+    finally:
+        process.kill()
+        process.wait()
+        reader.join(5)
+    assert "disconnected: the server closed the connection" in "".join(output)
+
+
 def test_exit_codes(server, home: Path, tmp_path: Path) -> None:
     url = server.urls[0]
     with Peer.login(url, "bob"):
