@@ -1,0 +1,473 @@
+"""Deliberately faulty servers, to prove that the conformance kit catches what it must.
+
+Each fault is the reference server with one defect injected, without touching chatserver/:
+`FaultyServer` swaps, for its own objects only, the class of the room, of each session or of
+each transport for a subclass defined here (plain ``__class__`` assignment on objects whose
+classes have no slots), and a few faults patch one module-level name of ``chatserver.room`` for
+the life of the server. The classes are the usual chatserver ones everywhere else.
+
+`FAULTS` maps a fault's name to its description, how to inject it, and the MUST cases of the
+kit that must fail against it (``tests/test_conformance_faults.py`` asserts exactly that), with
+the sections or ids to run so that each test stays short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import chatwire as cw
+from chatserver import Server, ServerConfig
+from chatserver.room import Room
+from chatserver.session import Session
+from chatserver.transports import SocketTransport
+
+# --- Rewriting the server's bytes ------------------------------------------------------------
+
+
+def _fields(header: bytes) -> list[bytes]:
+    return header.split()
+
+
+def _frames(blob: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(header, payload) of each whole server frame in ``blob`` (no file relays: those go
+    through `write_file`)."""
+    at = 0
+    while at < len(blob):
+        header = blob[at : at + 10]
+        fields = _fields(header)
+        if fields[0] in (b"ACC", b"NE", b"NC"):
+            size = 0
+        elif fields[0] == b"msg":
+            size = int(fields[1]) + int(fields[2])
+        else:  # a list reply: a bare size
+            size = int(fields[0])
+        yield header, blob[at + 10 : at + 10 + size]
+        at += 10 + size
+
+
+class RewritingTransport(SocketTransport):
+    """Passes every header the server writes through `rewrite`."""
+
+    @staticmethod
+    def rewrite(header: bytes) -> bytes:
+        return header
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        blob = bytes(data)
+        super().write(b"".join(self.rewrite(h) + p for h, p in _frames(blob)))
+
+    def write_file(self, head: bytes, spool: Any) -> None:
+        # head = "file a b" header, nick, name, then the bare size header
+        first = head[:10]
+        body = head[10:-10]
+        super().write_file(self.rewrite(first) + body + self.rewrite(head[-10:]), spool)
+
+
+class NulPaddingTransport(RewritingTransport):
+    @staticmethod
+    def rewrite(header: bytes) -> bytes:
+        return b" ".join(_fields(header)).ljust(10, b"\x00")
+
+
+class RightAlignedTransport(RewritingTransport):
+    @staticmethod
+    def rewrite(header: bytes) -> bytes:
+        return b" ".join(_fields(header)).rjust(10)
+
+
+class LeadingZeroTransport(RewritingTransport):
+    @staticmethod
+    def rewrite(header: bytes) -> bytes:
+        fields = _fields(header)
+        for index, value in enumerate(fields):
+            if value.isdigit() and len(b" ".join(fields)) < 10:
+                fields[index] = b"0" + value
+                break
+        return b" ".join(fields).ljust(10)
+
+
+class _ShortSpool:
+    """A spool that claims one byte less than it holds."""
+
+    def __init__(self, spool: Any) -> None:
+        self._spool = spool
+        self.fd = spool.fd
+        self.size = spool.size - 1
+
+    def acquire(self) -> None:
+        self._spool.acquire()
+
+    def release(self) -> None:
+        self._spool.release()
+
+
+class TruncatingTransport(SocketTransport):
+    """Relays every non-empty file without its last byte (its size header says so too)."""
+
+    def write_file(self, head: bytes, spool: Any) -> None:
+        if spool.size == 0:
+            super().write_file(head, spool)
+            return
+        short = _ShortSpool(spool)
+        super().write_file(head[:-10] + str(short.size).encode().ljust(10), short)  # type: ignore[arg-type]
+
+
+class BlockingTransport(SocketTransport):
+    """Writes with blocking sends: one client that does not read stalls the whole server."""
+
+    def _blocking(self, data: bytes | memoryview) -> bool:
+        try:
+            self._sock.setblocking(True)
+            self._sock.sendall(data)
+            return True
+        except OSError as exc:
+            self._finish(f"write error: {exc}")
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                self._sock.setblocking(False)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._lost or not data:
+            return
+        self._blocking(bytes(data))
+
+    def write_file(self, head: bytes, spool: Any) -> None:
+        if self._closing or self._lost or not self._blocking(head):
+            return
+        offset = 0
+        while offset < spool.size:
+            chunk = os.pread(spool.fd, min(1 << 20, spool.size - offset), offset)
+            if not self._blocking(chunk):
+                return
+            offset += len(chunk)
+
+
+# --- Faulty rooms and sessions -----------------------------------------------------------------
+
+
+class EchoRoom(Room):
+    """Relays every message and file to its sender too."""
+
+    def relay_text(self, sender: Any, text: str) -> None:
+        super().relay_text(sender, text)
+        self._batch[-1] = (None, self._batch[-1][1])
+
+    def relay_file(self, sender: Any, name: str, spool: Any) -> None:
+        super().relay_file(sender, name, spool)
+        self._batch[-1] = (None, self._batch[-1][1])
+
+
+class StaleNickRoom(Room):
+    """After a rename, message relays still carry the old nick."""
+
+    def rename(self, member: Any, nick: str) -> None:
+        old = member.nick_bytes
+        super().rename(member, nick)
+        member.nick_bytes = old
+
+
+class GhostOnQuitSession(Session):
+    """A client that sends quit stays in the room: listed, its nick taken."""
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, cw.Quit):
+            self.logged_in = False  # so that logging out skips the room
+        super()._handle(event)
+
+
+class GhostOnDropSession(Session):
+    """A client whose connection drops (no quit) stays in the room."""
+
+    def eof_received(self) -> None:
+        self.logged_in = False
+        super().eof_received()
+
+    def connection_lost(self, reason: str) -> None:
+        if not self.closed:
+            self.logged_in = False
+        super().connection_lost(reason)
+
+
+class _NoHolder:
+    """Makes the room believe no one holds any nick, during one call."""
+
+    def __init__(self, session: Session) -> None:
+        self.room = session.server.room
+
+    def __enter__(self) -> None:
+        self.room.holder = lambda nick: None  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        del self.room.holder
+
+
+class DuplicateLoginSession(Session):
+    """Accepts a login as a nick already in use (ACC instead of NE)."""
+
+    def _login(self, nick: str) -> None:
+        with _NoHolder(self):
+            super()._login(nick)
+
+
+class TakenNickSession(Session):
+    """Answers NC to a change to a nick in use."""
+
+    def _change_nick(self, nick: str) -> None:
+        with _NoHolder(self):
+            super()._change_nick(nick)
+
+
+class LateListSession(Session):
+    """Answers list requests 50 ms late, after later replies: replies out of order."""
+
+    def _reply(self, event: Any) -> None:
+        if self.connection.state is cw.State.AWAIT_ACC:
+            super()._reply(event)  # the login's answer goes through the state machine
+            return
+        data = cw.encode(event)
+        if isinstance(event, cw.ListReply):
+            self.server.reactor.call_later(0.05, lambda: self.transport.write(data))
+        else:
+            self.transport.write(data)
+
+
+class _Tee:
+    """A spool that also hands every byte written to it to other clients at once."""
+
+    def __init__(self, spool: Any, targets: list[Any]) -> None:
+        self.spool = spool
+        self.targets = targets
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.spool.write(data)
+        for transport in self.targets:
+            transport.write(bytes(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.spool, name)
+
+
+class CutThroughSession(Session):
+    """Relays a file as it arrives, before its last byte (no store-and-forward)."""
+
+    def _start_upload(self, event: Any) -> None:
+        super()._start_upload(event)
+        if self._upload is None:
+            return
+        room = self.server.room
+        room.flush()
+        targets = [member.transport for member in room if member is not self]
+        head = cw.encode(cw.FileRelay(sender=self.nick, name=event.name, size=event.size))
+        for transport in targets:
+            transport.write(head)
+        self._upload = _Tee(self._upload, targets)  # type: ignore[assignment]
+
+    def _finish_upload(self) -> None:
+        upload = self._upload
+        self._upload = None
+        assert upload is not None
+        upload.release()
+
+
+class SilentRefusalSession(Session):
+    """Closes on a malformed first frame without answering NE."""
+
+    def _protocol_error(self, exc: cw.RemoteProtocolError) -> None:
+        if exc.reply is not None:
+            self._end(f"protocol error: {exc}")
+            self.transport.abort("malformed login")
+            return
+        super()._protocol_error(exc)
+
+
+# --- The server ----------------------------------------------------------------------------------
+
+
+class FaultyServer(Server):
+    """The reference server with the classes of its room, sessions or transports swapped."""
+
+    room_class: type[Room] | None = None
+    session_class: type[Session] | None = None
+    transport_class: type[SocketTransport] | None = None
+
+    def __init__(self, config: ServerConfig) -> None:
+        super().__init__(config)
+        if self.room_class is not None:
+            self.room.__class__ = self.room_class
+
+    def _on_transport(self, transport: Any) -> None:
+        if self.transport_class is not None and type(transport) is SocketTransport:
+            transport.__class__ = self.transport_class
+        super()._on_transport(transport)
+        if self.session_class is not None:
+            for session in self.sessions:
+                if session.transport is transport and type(session) is Session:
+                    session.__class__ = self.session_class
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected defect and what must catch it."""
+
+    description: str
+    catches: frozenset[str]  # MUST case ids that must fail
+    only: tuple[str, ...]  # the cases to run (ids or sections)
+    room: type[Room] | None = None
+    session: type[Session] | None = None
+    transport: type[SocketTransport] | None = None
+    patches: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+def _exact_key(nick: str) -> str:
+    return nick
+
+
+FAULTS: dict[str, Fault] = {
+    "nul-padding": Fault(
+        "headers padded with NUL bytes instead of spaces",
+        frozenset({"acc-bytes", "ne-bytes", "nc-bytes", "msg-relay-bytes", "list-reply-bytes"}),
+        ("2.2",),
+        transport=NulPaddingTransport,
+    ),
+    "right-aligned": Fault(
+        "headers right-aligned (padding before the fields)",
+        frozenset({"acc-bytes", "ne-bytes", "msg-relay-bytes", "file-relay-bytes"}),
+        ("2.2",),
+        transport=RightAlignedTransport,
+    ),
+    "leading-zeros": Fault(
+        "sizes written with a leading zero ('msg 04 5')",
+        frozenset({"msg-relay-bytes", "list-reply-bytes", "file-relay-bytes"}),
+        ("2.2",),
+        transport=LeadingZeroTransport,
+    ),
+    "echo": Fault(
+        "messages and files relayed back to their sender",
+        frozenset({"no-echo", "msg-to-all-others", "file-to-all-others"}),
+        ("3.1.7",),
+        room=EchoRoom,
+    ),
+    "ghost-after-quit": Fault(
+        "a user who quit is still listed and keeps the nick",
+        frozenset({"list-quit", "quit-frees-nick"}),
+        ("7.1", "3.1.5"),
+        session=GhostOnQuitSession,
+    ),
+    "ghost-after-drop": Fault(
+        "a user whose connection dropped is still listed and keeps the nick",
+        frozenset({"list-drop", "drop-frees-nick", "reset-frees-nick", "drop-mid-frame"}),
+        ("7.1", "3.1.5"),
+        session=GhostOnDropSession,
+    ),
+    "truncated-file": Fault(
+        "file relays lose the file's last byte",
+        frozenset({"file-relay-bytes", "file-to-all-others", "file-names", "file-large"}),
+        ("2.2", "3.1.7.1", "2.8.8"),
+        transport=TruncatingTransport,
+    ),
+    "case-sensitive-nicks": Fault(
+        "nick uniqueness compares nicks byte for byte ('Ana' and 'ana' coexist)",
+        frozenset({"login-equal-nicks", "nick-taken-other-case"}),
+        ("2.8.4",),
+        patches={"chatserver.room.nick_key": _exact_key},
+    ),
+    "duplicate-login": Fault(
+        "a login as a nick in use is accepted (ACC, no NE)",
+        frozenset({"login-taken", "ne-bytes"}),
+        ("login-taken", "ne-bytes"),
+        session=DuplicateLoginSession,
+    ),
+    "nc-for-taken-nick": Fault(
+        "a change to a nick in use is answered NC",
+        frozenset({"nick-taken", "nick-refused-keeps-old", "nick-taken-other-case"}),
+        ("3.1.3", "2.8.4"),
+        session=TakenNickSession,
+    ),
+    "replies-out-of-order": Fault(
+        "list replies overtaken by later nick replies",
+        frozenset({"replies-in-order"}),
+        ("5.2",),
+        session=LateListSession,
+    ),
+    "cut-through-files": Fault(
+        "files relayed while they arrive, before they are complete",
+        frozenset({"file-store-and-forward", "file-sender-drops"}),
+        ("3.1.4",),
+        session=CutThroughSession,
+    ),
+    "stall-on-slow-reader": Fault(
+        "blocking writes: a client that does not read stalls everyone",
+        frozenset({"slow-reader"}),
+        ("slow-reader",),
+        transport=BlockingTransport,
+    ),
+    "no-ne-on-malformed-login": Fault(
+        "a malformed first frame is not answered NE before the close",
+        frozenset({"login-malformed", "login-invalid-nicks"}),
+        ("login-malformed", "login-invalid-nicks"),
+        session=SilentRefusalSession,
+    ),
+    "stale-nick-after-rename": Fault(
+        "message relays carry the old nick after NC",
+        frozenset({"nick-change-relays"}),
+        ("nick-change-relays",),
+        room=StaleNickRoom,
+    ),
+}
+
+
+@contextlib.contextmanager
+def faulty_server(name: str, **settings: Any) -> Iterator[Server]:
+    """The reference server with the fault ``name`` injected, on a thread, on 127.0.0.1:0."""
+    fault = FAULTS[name]
+    settings.setdefault("listen", ["tcp://127.0.0.1:0"])
+    server_class = type(
+        f"Faulty_{name.replace('-', '_')}",
+        (FaultyServer,),
+        {
+            "room_class": fault.room,
+            "session_class": fault.session,
+            "transport_class": fault.transport,
+        },
+    )
+    with contextlib.ExitStack() as stack:
+        for target, replacement in fault.patches.items():
+            stack.enter_context(mock.patch(target, replacement))
+        server = server_class(ServerConfig(**settings))
+        thread = threading.Thread(target=server.serve_forever, name=f"faulty {name}", daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            thread.join(timeout=15)
+            assert not thread.is_alive(), f"the faulty server {name!r} did not stop"
+
+
+def silent_server() -> tuple[socket.socket, threading.Event]:
+    """A listener that accepts connections and never answers (a hung server). Returns the
+    listening socket and an event that stops its thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, _ = listener.accept()
+                held.append(conn)  # read nothing, answer nothing
+        for conn in held:
+            conn.close()
+        listener.close()
+
+    threading.Thread(target=serve, name="silent server", daemon=True).start()
+    return listener, stop

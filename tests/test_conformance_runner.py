@@ -1,0 +1,99 @@
+"""The runner (chatwire/conformance/runner.py): per-case timeouts, so a hung server fails the
+case and the run goes on; verdicts by level; kit bugs reported as errors."""
+
+from __future__ import annotations
+
+import time
+
+from chatwire.conformance import SERVER, KitOptions, Verdict, run_cases, select
+from chatwire.conformance.probe import CaseContext
+from chatwire.conformance.registry import Failed, Level, Registry, Skipped
+from chatwire.conformance.runner import GRACE
+from chatwire.transport import parse_endpoint
+from tests.faulty_servers import silent_server
+
+
+def test_a_hung_server_fails_each_case_and_the_run_goes_on() -> None:
+    listener, stop = silent_server()
+    try:
+        url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        cases = select(SERVER.cases(), ["acc-bytes", "login-taken", "list-everyone"])
+        started = time.monotonic()
+        results = run_cases(cases, parse_endpoint(url), KitOptions(wait=0.5))
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+    assert [r.case.id for r in results] == ["acc-bytes", "login-taken", "list-everyone"]
+    for result in results:
+        assert result.verdict is Verdict.FAIL
+        assert "nothing within 0.5 s" in result.actual
+        assert result.frames and "login" in " ".join(result.frames)
+    assert elapsed < 5
+
+
+def test_a_case_stuck_past_its_timeout_is_failed_and_stopped() -> None:
+    listener, stop = silent_server()
+    registry = Registry("server")
+
+    @registry.case("stuck", "3.1.1", Level.MUST, "r", title="blocks forever", timeout=0.3)
+    def stuck(ctx: CaseContext) -> None:
+        probe = ctx.connect()
+        probe.sock.settimeout(None)  # ignore every deadline: only the runner can stop this
+        probe.sock.recv(1)
+
+    @registry.case("after", "3.1.1", Level.MUST, "r", title="runs next")
+    def after(ctx: CaseContext) -> None:
+        return None
+
+    try:
+        url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        results = run_cases(registry.cases(), parse_endpoint(url), KitOptions())
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+    assert results[0].verdict is Verdict.FAIL and "timed out" in results[0].actual
+    assert results[1].verdict is Verdict.PASS
+    assert elapsed < 0.3 + 2 * GRACE + 1
+
+
+def test_verdicts_follow_the_levels() -> None:
+    registry = Registry("server")
+
+    def fail(ctx: CaseContext) -> None:
+        raise Failed("this", "that")
+
+    registry.case("must-fail", "3.1", Level.MUST, "r", title="t")(fail)
+    registry.case("should-fail", "3.1", Level.SHOULD, "r", title="t")(fail)
+    registry.case("may-fail", "3.1", Level.MAY, "r", title="t")(fail)
+    registry.case("may-note", "3.1", Level.MAY, "r", title="t")(lambda ctx: "seen")
+    registry.case("passes", "3.1", Level.MUST, "r", title="t")(lambda ctx: None)
+
+    def skip(ctx: CaseContext) -> None:
+        raise Skipped("not here")
+
+    def kit_bug(ctx: CaseContext) -> None:
+        raise KeyError("oops")
+
+    def reset(ctx: CaseContext) -> None:
+        raise ConnectionResetError("reset by peer")
+
+    registry.case("skips", "3.1", Level.MUST, "r", title="t")(skip)
+    registry.case("kit-bug", "3.1", Level.MUST, "r", title="t")(kit_bug)
+    registry.case("reset", "3.1", Level.MUST, "r", title="t")(reset)
+    results = run_cases(registry.cases(), parse_endpoint("tcp://127.0.0.1:9"), KitOptions())
+    verdicts = {r.case.id: r.verdict for r in results}
+    assert verdicts == {
+        "must-fail": Verdict.FAIL,
+        "should-fail": Verdict.NON_STRICT,
+        "may-fail": Verdict.INFO,
+        "may-note": Verdict.INFO,
+        "passes": Verdict.PASS,
+        "skips": Verdict.SKIP,
+        "kit-bug": Verdict.ERROR,
+        "reset": Verdict.FAIL,
+    }
+    by_id = {r.case.id: r for r in results}
+    assert by_id["must-fail"].expected == "this" and by_id["must-fail"].actual == "that"
+    assert by_id["may-note"].note == "seen" and by_id["skips"].note == "not here"
+    assert "KeyError" in by_id["kit-bug"].actual

@@ -1,0 +1,173 @@
+"""The trace proxy (chatwire/proxy.py): bytes forwarded unchanged both ways, every frame printed
+with time and direction, file data summarised, violations flagged while forwarding goes on,
+several connections at once."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import chatwire as cw
+from chatwire.proxy import Proxy
+from tests.support import ROOT, Peer, running_server, wait_until
+
+
+class _Output(io.StringIO):
+    """A trace output that tests can read while the proxy writes to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            return super().write(text)
+
+    def text(self) -> str:
+        with self.lock:
+            return self.getvalue()
+
+
+@contextlib.contextmanager
+def proxy_to(upstream: str) -> Iterator[tuple[Proxy, _Output]]:
+    out = _Output()
+    proxy = Proxy("tcp://127.0.0.1:0", upstream, out)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy, out
+    finally:
+        proxy.stop()
+        thread.join(timeout=5)
+
+
+def test_bytes_are_forwarded_unchanged_both_ways_even_garbage() -> None:
+    upstream = socket.create_server(("127.0.0.1", 0))
+    received = bytearray()
+    reply = random.Random(1).randbytes(200_000) + b"ACC\x00\x00\x00\x00\x00\x00\x00"
+
+    def serve() -> None:
+        conn, _ = upstream.accept()
+        with conn:
+            conn.sendall(reply)
+            while data := conn.recv(65536):
+                received.extend(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    sent = cw.encode(cw.Login(nick="ana")) + random.Random(2).randbytes(300_000)
+    with proxy_to(f"tcp://127.0.0.1:{upstream.getsockname()[1]}") as (proxy, out):
+        client = socket.create_connection(("127.0.0.1", proxy.endpoint.port), timeout=10)
+        client.sendall(sent)
+        client.shutdown(socket.SHUT_WR)  # passed on as a half-close
+        got = bytearray()
+        while data := client.recv(65536):
+            got.extend(data)
+        client.close()
+        wait_until(lambda: len(received) == len(sent), 10, "the upstream to get every byte")
+    upstream.close()
+    assert bytes(got) == reply
+    assert bytes(received) == sent
+    text = out.text()
+    assert "C->S  login 'ana'" in text
+    assert text.count("!! VIOLATION") == 2  # one per direction; forwarding went on regardless
+
+
+def test_frames_are_printed_with_time_and_direction_file_data_summarised() -> None:
+    secret = b"SECRET-FILE-CONTENT-" * 1000
+    with running_server() as server, proxy_to(server.urls[0]) as (proxy, out):
+        with Peer.login(proxy.url, "ana") as ana, Peer.login(proxy.url, "bob") as bob:
+            ana.send(cw.Message(text="hello"))
+            assert bob.expect(cw.MessageRelay).text == "hello"
+            ana.send_file("a.bin", secret)
+            assert bob.expect_file()[1] == secret
+            ana.send(cw.ListRequest())
+            ana.expect(cw.ListReply)
+            ana.send(cw.Quit())
+            ana.expect_closed()
+        wait_until(lambda: "(end of stream)" in out.text(), 5, "the end of the stream traced")
+    text = out.text()
+    stamp = r"\d\d:\d\d:\d\d\.\d{6}"
+    assert re.search(rf"^{stamp} \[1\] C->S  login 'ana'  \[3         ana\]$", text, re.M)
+    assert re.search(rf"^{stamp} \[1\] S->C  ACC  \[ACC       \]$", text, re.M)
+    assert re.search(rf"^{stamp} \[2\] S->C  msg-relay from 'ana': 'hello'", text, re.M)
+    assert "C->S  file 'a.bin' (20000 bytes)" in text
+    assert "S->C  file-relay from 'ana': 'a.bin' (20000 bytes)" in text
+    assert text.count("... 20000 bytes of file data (sha256 ") == 2
+    assert "SECRET-FILE-CONTENT" not in text  # data is summarised, never dumped
+    assert "C->S  quit  [quit      ]" in text
+    assert "VIOLATION" not in text
+
+
+def test_violations_are_flagged_and_forwarding_goes_on() -> None:
+    with running_server() as server, proxy_to(server.urls[0]) as (proxy, out):
+        with Peer.login(proxy.url, "ana") as ana:
+            ana.send_raw(b"msg 05    hello")
+            # chatserver got the bytes (forwarded unchanged) and closes with a notice
+            notice = ana.expect(cw.Notice, skip_notices=False)
+            assert "protocol error" in notice.text
+            ana.expect_closed()
+        with Peer(proxy.url) as early:
+            # list in the same write as login, before ACC: forbidden (spec 3.1.1)
+            early.send_raw(cw.encode(cw.Login(nick="bob")) + cw.encode(cw.ListRequest()))
+            wait_until(lambda: out.text().count("VIOLATION") >= 2, 5, "two violations flagged")
+    text = out.text()
+    line = next(x for x in text.splitlines() if "VIOLATION" in x and "[1]" in x)
+    assert "C->S  !! VIOLATION" in line and "spec 2.3" in line and "leading zero" in line
+    assert "still forwarded" in line
+    assert "before ACC or NE" in text
+
+
+def test_several_connections_at_once() -> None:
+    with running_server() as server, proxy_to(server.urls[0]) as (proxy, out):
+        peers = [Peer.login(proxy.url, f"user{i}") for i in range(5)]
+        for peer in peers:
+            peer.send(cw.Message(text="hi"))
+        for peer in peers:
+            senders = {peer.expect(cw.MessageRelay).sender for _ in range(4)}
+            assert len(senders) == 4
+        for peer in peers:
+            peer.close()
+    text = out.text()
+    for number in range(1, 6):
+        assert f"[{number}] C->S  login" in text
+
+
+def test_command_line() -> None:
+    with running_server() as server:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chatwire.proxy",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--upstream",
+                server.urls[0],
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            match = re.search(r"listening on (\S+), forwarding to", line)
+            assert match, line
+            with Peer.login(match.group(1), "ana"):
+                pass
+            time.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGINT)
+            out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert "C->S  login 'ana'" in out and "S->C  ACC" in out
