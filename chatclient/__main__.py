@@ -33,10 +33,13 @@ from types import FrameType
 from typing import Any, TextIO
 
 from chatwire import LocalProtocolError
+from chatwire.cli import parse_size
 from chatwire.transport import Endpoint, EndpointError, parse_endpoint
 
 from . import __version__
 from .client import (
+    DEFAULT_KEEP_FREE,
+    DEFAULT_MAX_FILE_SIZE,
     ChatError,
     Client,
     ConnectError,
@@ -98,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--downloads",
         metavar="DIR",
         help="where received files are saved (default: ~/chatwire-downloads, created at start)",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        type=parse_size,
+        default=DEFAULT_MAX_FILE_SIZE,
+        metavar="SIZE",
+        help="received files larger than this are discarded, not saved (default: 4G)",
+    )
+    parser.add_argument(
+        "--keep-free",
+        type=parse_size,
+        default=DEFAULT_KEEP_FREE,
+        metavar="SIZE",
+        help="discard a received file that would leave less free disk space (default: 1G)",
     )
     tls = parser.add_argument_group("TLS (tls:// URLs)")
     tls.add_argument("--ca", metavar="FILE", help="trust this CA instead of the system's")
@@ -187,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             downloads=downloads,
             color=not args.no_color,
             timeout=args.timeout,
+            max_file_size=args.max_file_size,
+            keep_free=args.keep_free,
         )
     if not args.nick:
         _say("--nick is needed when not running in a terminal")
@@ -196,7 +215,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _scripted(args: argparse.Namespace, endpoint: Endpoint, downloads: Path) -> int:
     try:
-        client = connect(endpoint, args.nick, downloads=downloads, timeout=args.timeout)
+        client = connect(
+            endpoint,
+            args.nick,
+            downloads=downloads,
+            timeout=args.timeout,
+            max_file_size=args.max_file_size,
+            keep_free=args.keep_free,
+        )
     except (LoginRefusedError, LocalProtocolError) as exc:
         _say(str(exc))
         return ExitCode.NICK_REFUSED

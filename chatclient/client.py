@@ -49,6 +49,7 @@ import contextlib
 import os
 import queue
 import selectors
+import shutil
 import socket
 import ssl
 import stat
@@ -333,6 +334,11 @@ def _fail(future: Future[Any], error: BaseException) -> None:
         future.set_exception(error)
 
 
+#: Received files larger than this are discarded by default (the reference server's own limit).
+DEFAULT_MAX_FILE_SIZE = 4 << 30
+#: Free space a received file must leave on the download folder's disk, by default.
+DEFAULT_KEEP_FREE = 1 << 30
+
 # --- Connecting -----------------------------------------------------------------------------
 
 
@@ -343,6 +349,8 @@ def connect(
     downloads: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
     quit_timeout: float = 5.0,
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    keep_free: int = DEFAULT_KEEP_FREE,
 ) -> Client:
     """Connect to ``url`` and log in as ``nick`` (spec 3.1.1).
 
@@ -353,6 +361,9 @@ def connect(
         downloads: folder for received files (created if missing); ``None`` discards them.
         timeout: seconds to connect, and again to get the answer to the login.
         quit_timeout: seconds `Client.quit` waits for the server to close before closing.
+        max_file_size: received files larger than this are read and discarded, not saved.
+        keep_free: a received file is discarded if saving it would leave less free space
+            than this on the download folder's disk.
 
     Returns:
         A logged-in `Client`.
@@ -379,7 +390,14 @@ def connect(
         sock.close()
         raise
     return Client(
-        sock, connection, nick=nick, url=endpoint.url, downloads=folder, quit_timeout=quit_timeout
+        sock,
+        connection,
+        nick=nick,
+        url=endpoint.url,
+        downloads=folder,
+        quit_timeout=quit_timeout,
+        max_file_size=max_file_size,
+        keep_free=keep_free,
     )
 
 
@@ -422,6 +440,8 @@ class Client:
         url: the server, for messages.
         downloads: folder for received files (must exist), or ``None`` to discard them.
         quit_timeout: seconds to wait for the server to close after ``quit``.
+        max_file_size: received files larger than this are discarded (see `connect`).
+        keep_free: free space to leave on the download folder's disk (see `connect`).
     """
 
     def __init__(
@@ -433,9 +453,13 @@ class Client:
         url: str = "",
         downloads: Path | None = None,
         quit_timeout: float = 5.0,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        keep_free: int = DEFAULT_KEEP_FREE,
     ) -> None:
         self.url = url
         self.downloads = downloads
+        self.max_file_size = max_file_size
+        self.keep_free = keep_free
         self._nick = nick
         self._sock = sock
         self._conn = connection
@@ -797,7 +821,16 @@ class Client:
     def _file_start(self, event: FileRelay) -> None:
         download = None
         problem = "" if self.downloads is not None else "this client does not save files"
-        if self.downloads is not None:
+        # The protocol has no way to refuse a relay, so a file we will not keep is still read,
+        # and dropped: a peer (or the server) must not be able to fill the user's disk.
+        if not problem and event.size > self.max_file_size:
+            problem = f"larger than this client's limit of {self.max_file_size} bytes"
+        if not problem and self.downloads is not None:
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(self.downloads).free
+                if free - event.size < self.keep_free:
+                    problem = f"saving it would leave less than {self.keep_free} bytes free on disk"
+        if not problem and self.downloads is not None:
             try:
                 download = Download(self.downloads, event.name, event.size)
             except OSError as exc:

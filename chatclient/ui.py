@@ -23,6 +23,7 @@ again, and the next try is a new connection (`chatclient.client.connect` opens o
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from collections.abc import Iterable
@@ -41,6 +42,8 @@ from chatwire import LocalProtocolError, nick_error
 from chatwire.transport import Endpoint
 
 from .client import (
+    DEFAULT_KEEP_FREE,
+    DEFAULT_MAX_FILE_SIZE,
     ChatError,
     Client,
     ClientEvent,
@@ -130,10 +133,13 @@ class ChatUI:
         downloads: Path,
         color: bool = True,
         timeout: float = 10.0,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        keep_free: int = DEFAULT_KEEP_FREE,
     ) -> None:
         self.endpoint = endpoint
         self.downloads = downloads
         self.timeout = timeout
+        self.limits = {"max_file_size": max_file_size, "keep_free": keep_free}
         self._nick = nick
         self._depth = None if color else ColorDepth.MONOCHROME
         self._client: Client | None = None
@@ -206,7 +212,14 @@ class ChatUI:
                 continue
             try:
                 return await asyncio.to_thread(
-                    connect, self.endpoint, nick, downloads=self.downloads, timeout=self.timeout
+                    functools.partial(
+                        connect,
+                        self.endpoint,
+                        nick,
+                        downloads=self.downloads,
+                        timeout=self.timeout,
+                        **self.limits,
+                    )
                 )
             except LoginRefusedError:
                 # spec 3.1.1, 8.1: that connection is over; the next try opens a new one.
@@ -351,9 +364,19 @@ def run(
     downloads: Path,
     color: bool = True,
     timeout: float = 10.0,
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    keep_free: int = DEFAULT_KEEP_FREE,
 ) -> int:
     """Run the terminal client until the user quits or the connection ends; the exit code."""
-    ui = ChatUI(endpoint, nick=nick, downloads=downloads, color=color, timeout=timeout)
+    ui = ChatUI(
+        endpoint,
+        nick=nick,
+        downloads=downloads,
+        color=color,
+        timeout=timeout,
+        max_file_size=max_file_size,
+        keep_free=keep_free,
+    )
     try:
         return asyncio.run(ui.run())
     except KeyboardInterrupt:

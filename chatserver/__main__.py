@@ -10,10 +10,11 @@ import logging
 import resource
 import sys
 
+from chatwire.cli import parse_size
 from chatwire.transport import EndpointError
 
 from . import __version__
-from .config import ServerConfig, parse_size
+from .config import ServerConfig
 from .files import SpoolError
 from .server import Server
 

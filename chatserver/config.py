@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from chatwire import FILE_MAX
+from chatwire.cli import parse_size
 from chatwire.transport import DEFAULT_PORT
 
 __all__ = ["ServerConfig", "parse_size"]
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``"4G"`` -> 4294967296; accepts K, M, G, T (powers of 1024), with an optional ``B`` or
-    ``iB``.
-
-    Raises:
-        ValueError: not a size.
-    """
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (examples: 4096, 512K, 100M, 4G)")
-    return int(match.group(1)) * _UNITS[match.group(2).upper()]
 
 
 @dataclass(kw_only=True)

@@ -376,6 +376,26 @@ def test_without_a_download_folder_files_are_discarded(server) -> None:
         assert next_of(ana, MessageReceived).text == "still here"
 
 
+@pytest.mark.parametrize(
+    ("limits", "why"),
+    [
+        ({"max_file_size": 1000}, "limit of 1000 bytes"),
+        ({"keep_free": 1 << 62}, "free on disk"),
+    ],
+)
+def test_files_over_the_limits_are_read_and_discarded(server, downloads: Path, limits, why) -> None:
+    # The protocol cannot refuse a relay: a file the client will not keep is still read (so the
+    # stream goes on) and dropped, so that no peer can fill the user's disk.
+    url = server.urls[0]
+    with connect(url, "ana", downloads=downloads, **limits) as ana, Peer.login(url, "bob") as bob:
+        bob.send_file("big.bin", b"b" * 2000)
+        event = next_of(ana, FileDiscarded, skip=(FileProgress, FileIncoming))
+        assert event.name == "big.bin" and why in event.reason
+        bob.send(cw.Message(text="still here"))
+        assert next_of(ana, MessageReceived).text == "still here"
+    assert list(downloads.iterdir()) == []
+
+
 def test_a_cut_transfer_leaves_nothing(downloads: Path) -> None:
     received = threading.Event()
 
