@@ -423,6 +423,13 @@ def _log_in(sock: socket.socket, connection: Connection, login: Login, timeout: 
         raise ConnectError(f"no answer to the login within {timeout:g} s") from exc
     except RemoteProtocolError as exc:
         raise ConnectError(f"the server broke the protocol during login: {exc}") from exc
+    except ssl.SSLError as exc:
+        # The usual reason: the server requires a client certificate we did not present (or
+        # one from another CA); it says so only by ending the TLS session.
+        raise ConnectError(
+            f"the server ended the TLS session during login ({exc.reason or exc}); "
+            "if it requires client certificates, give --cert and --key"
+        ) from exc
     except OSError as exc:
         raise ConnectError(f"the connection failed during login: {exc}") from exc
 
