@@ -45,6 +45,10 @@ class Spool:
             view = view[count:]
             self.written += count
 
+    def wrote(self, count: int) -> None:
+        """Note ``count`` bytes written to ``fd`` by someone else (a spliced upload)."""
+        self.written += count
+
     @property
     def complete(self) -> bool:
         return self.written == self.size

