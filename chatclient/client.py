@@ -46,6 +46,7 @@ with `ConnectionLostError`, and a partly received file is removed (spec 8.4).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import selectors
@@ -100,6 +101,7 @@ __all__ = [
     "ConnectionLostError",
     "Disconnected",
     "FileDiscarded",
+    "FileFuture",
     "FileIncoming",
     "FileProgress",
     "FileSaved",
@@ -202,18 +204,25 @@ class FileIncoming:
     sender: str
     name: str
     size: int
+    transfer: int = 0  # the transfer's number: see FileProgress
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileProgress:
     """Progress of a file: ``"in"`` (being received) or ``"out"`` (being sent). Emitted at most
-    every 0.1 s per transfer, and when the last byte has passed."""
+    every 0.1 s per transfer, and when the last byte has passed.
+
+    ``transfer`` tells transfers apart when names repeat (two files called ``notes.txt``): a
+    number unique within the client, counted from 1 over both directions, carried by every
+    event of one transfer (`FileIncoming` to `FileSaved` or `FileDiscarded`; for a file we
+    send, `FileFuture.transfer` to `FileSent`)."""
 
     direction: Literal["in", "out"]
     name: str
     done: int
     size: int
     elapsed: float  # seconds since the transfer started
+    transfer: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +234,7 @@ class FileSaved:
     name: str
     size: int
     path: str
+    transfer: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +245,7 @@ class FileDiscarded:
     sender: str
     name: str
     reason: str
+    transfer: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,6 +254,7 @@ class FileSent:
 
     name: str
     size: int
+    transfer: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,13 +303,25 @@ class _Frames:
     request: _Request | None = None
 
 
+class FileFuture(Future[int]):
+    """What `Client.send_file` returns: resolved with the size once the last byte is written.
+
+    Attributes:
+        transfer: the number the file's `FileProgress` and `FileSent` events carry.
+    """
+
+    def __init__(self, transfer: int) -> None:
+        super().__init__()
+        self.transfer = transfer
+
+
 @dataclass(slots=True, eq=False)
 class _Upload:
     """A file to send, open, with its announced size."""
 
     file: Any  # a binary file object; only its descriptor is used
     event: File
-    future: Future[int]
+    future: FileFuture
     progress: ProgressCallback | None
     sent: int = 0
     started: float = 0.0
@@ -310,6 +334,7 @@ class _Receiving:
 
     event: FileRelay
     download: Download | None
+    transfer: int
     problem: str = ""
     started: float = field(default_factory=time.monotonic)
     last_report: float = 0.0
@@ -338,6 +363,54 @@ def _fail(future: Future[Any], error: BaseException) -> None:
 DEFAULT_MAX_FILE_SIZE = 4 << 30
 #: Free space a received file must leave on the download folder's disk, by default.
 DEFAULT_KEEP_FREE = 1 << 30
+
+
+def _undecodable(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for the byte code - 0xDC00
+        return f"the byte 0x{code - 0xDC00:02x}, which is not UTF-8"
+    return f"the lone surrogate U+{code:04X}"
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, errno.EISDIR, "a folder"),
+    (stat.S_ISFIFO, errno.EINVAL, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, errno.EINVAL, "a socket"),
+    (stat.S_ISCHR, errno.EINVAL, "a character device"),
+    (stat.S_ISBLK, errno.EINVAL, "a block device"),
+)
+
+
+def _not_regular(mode: int, path: str | os.PathLike[str]) -> OSError:
+    code, kind = next(
+        ((code, kind) for test, code, kind in _FILE_KINDS if test(mode)),
+        (errno.EINVAL, "an unknown kind of file"),
+    )
+    return OSError(code, f"{kind}, not a regular file", os.fspath(path))
+
+
+def _open_regular(path: str | os.PathLike[str]) -> Any:
+    """Open ``path`` for reading if it is a regular file, without ever blocking.
+
+    Opening a FIFO blocks until a writer comes (forever, for the UI's thread), and a device may
+    block or never end; only regular files have a size to announce (spec 3.1.4). So: stat
+    first, then open with O_NONBLOCK (a FIFO put there in between opens at once instead of
+    blocking), check the opened file again, and clear O_NONBLOCK for the reads.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(mode, path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # replaced between the stat and the open
+            raise _not_regular(mode, path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
 
 # --- Connecting -----------------------------------------------------------------------------
 
@@ -481,6 +554,9 @@ class Client:
         self._accepting = True
         self._quitting = False
         self._close_requested = False
+        self._quit_asked: float | None = None  # when quit() was called (monotonic)
+        self._transfer_lock = threading.Lock()
+        self._transfer_count = 0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -492,6 +568,7 @@ class Client:
         self._upload: _Upload | None = None
         self._receiving: _Receiving | None = None
         self._quit_deadline: float | None = None
+        self._last_written = time.monotonic()  # when a byte was last handed to the socket
         self._read_again = False  # TLS holds decrypted bytes that select() cannot see
         self._write_needs_read = False
         sock.setblocking(False)
@@ -535,6 +612,17 @@ class Client:
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
+        try:
+            # Text read with errors="surrogateescape" (prompt_toolkit's keyboard input, a
+            # script's stdin or argv) holds lone surrogates for bytes that were not UTF-8;
+            # split_text would raise UnicodeEncodeError for them, which is not our contract.
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError(
+                f"the text is not valid UTF-8 (character {exc.start + 1} is "
+                f"{_undecodable(text[exc.start])})",
+                section="2.8.2",
+            ) from None
         events: list[Event] = [Message(text=piece) for piece in split_text(text)]
         future: Future[None] = Future()
         self._submit(_Frames(events, future))
@@ -575,7 +663,7 @@ class Client:
         *,
         name: str | None = None,
         progress: ProgressCallback | None = None,
-    ) -> Future[int]:
+    ) -> FileFuture:
         """Send the file at ``path`` to everyone else (spec 3.1.4), streamed from disk.
 
         The size is the file's size now; if the file shrinks while being sent, the frame
@@ -589,22 +677,22 @@ class Client:
                 0.1 s and once at the end; `FileProgress` events come too.
 
         Returns:
-            A future resolved with the size once the last byte has been written.
+            A future resolved with the size once the last byte has been written; its
+            ``transfer`` is the number the file's events carry.
 
         Raises:
-            OSError: the file cannot be opened or is not a regular file.
+            OSError: the file cannot be opened, or is not a regular file (a folder, a FIFO, a
+                device: such a path is refused without being opened, so this never blocks).
             chatwire.LocalProtocolError: the name breaks spec 2.8.5.
             ConnectionLostError: the client has quit or the connection is over.
         """
-        handle = open(path, "rb")  # noqa: SIM115 - the I/O thread closes it when done
+        handle = _open_regular(path)
         try:
             info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise IsADirectoryError(0, "not a regular file", os.fspath(path))
             if name is None:
                 name = os.path.basename(os.path.normpath(os.fspath(path)))
             event = File(name=name, size=info.st_size)
-            future: Future[int] = Future()
+            future = FileFuture(self._next_transfer())
             self._submit(_Upload(handle, event, future, progress))
         except BaseException:
             handle.close()
@@ -614,8 +702,14 @@ class Client:
     def quit(self, *, timeout: float | None = None) -> None:
         """Leave: send ``quit`` after everything already queued (files included), then wait
         until the server closes (spec 3.1.5; after ``quit_timeout`` seconds the client closes
-        itself). With ``timeout``, close at once when that many seconds have passed in all.
-        Does nothing more if already closed.
+        itself). Does nothing more if already closed.
+
+        Time limits. A file queued before the ``quit`` is sent to its end for as long as it
+        makes progress, however slowly. But when nothing at all could be written for
+        ``quit_timeout`` seconds (a server that stopped reading), the client stops waiting and
+        closes: that file is cut short (the server discards it, spec 3.1.4) and the
+        `Disconnected` reason says so. With ``timeout``, it closes at once when that many
+        seconds have passed in all, whatever is still queued.
 
         Called from the I/O thread (a progress callback), it only queues the ``quit``.
         """
@@ -623,6 +717,7 @@ class Client:
             send = self._accepting and not self._quitting
             self._quitting = True
             if send:
+                self._quit_asked = time.monotonic()
                 self._commands.put(_Frames([Quit()], Future()))
         if send:
             self._wake()
@@ -639,6 +734,11 @@ class Client:
         self._wake()
         if threading.current_thread() is not self._thread:
             self._thread.join()
+
+    def _next_transfer(self) -> int:
+        with self._transfer_lock:
+            self._transfer_count += 1
+            return self._transfer_count
 
     def _submit(self, command: _Frames | _Upload) -> None:
         with self._lock:
@@ -716,8 +816,9 @@ class Client:
                     selector.modify(sock, mask)
                     watching = mask
                 timeout: float | None = 0.0 if self._read_again else None
-                if self._quit_deadline is not None:
-                    left = max(0.0, self._quit_deadline - time.monotonic())
+                deadline = self._quit_deadline or self._stall_deadline()
+                if deadline is not None:
+                    left = max(0.0, deadline - time.monotonic())
                     timeout = left if timeout is None else min(timeout, left)
                 ready = selector.select(timeout)
                 if self._close_requested:
@@ -733,8 +834,28 @@ class Client:
                     self._write_needs_read = False
                 if self._quit_deadline is not None and time.monotonic() >= self._quit_deadline:
                     raise _End("quit (the server did not close the connection in time)", True)
+                stall = self._stall_deadline()
+                if stall is not None and time.monotonic() >= stall:
+                    raise self._stalled_end()
         finally:
             selector.close()
+
+    def _stall_deadline(self) -> float | None:
+        """While a ``quit`` waits behind queued frames or files, when to give up on them: once
+        nothing at all has been written for ``quit_timeout`` seconds (see `quit`)."""
+        asked = self._quit_asked
+        if asked is None or self._quit_deadline is not None:  # not quitting, or quit sent
+            return None
+        return max(asked, self._last_written) + self._quit_timeout
+
+    def _stalled_end(self) -> _End:
+        reason = (
+            f"quit without waiting any longer: nothing could be sent for {self._quit_timeout:g} s"
+            " (the server stopped reading)"
+        )
+        if self._upload is not None:
+            reason += f"; {self._upload.event.name!r} was cut short"
+        return _End(reason, True)
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -842,8 +963,11 @@ class Client:
                 download = Download(self.downloads, event.name, event.size)
             except OSError as exc:
                 problem = f"cannot create a file in {self.downloads}: {exc.strerror or exc}"
-        self._receiving = _Receiving(event, download, problem)
-        self._emit(FileIncoming(sender=event.sender, name=event.name, size=event.size))
+        transfer = self._next_transfer()
+        self._receiving = _Receiving(event, download, transfer, problem)
+        self._emit(
+            FileIncoming(sender=event.sender, name=event.name, size=event.size, transfer=transfer)
+        )
 
     def _file_data(self, event: FileData) -> None:
         receiving = self._receiving
@@ -873,6 +997,7 @@ class Client:
                 done=receiving.done,
                 size=receiving.event.size,
                 elapsed=now - receiving.started,
+                transfer=receiving.transfer,
             )
         )
 
@@ -880,21 +1005,39 @@ class Client:
         receiving = self._receiving
         assert receiving is not None
         self._receiving = None
-        event = receiving.event
+        event, transfer = receiving.event, receiving.transfer
         self._report_in(receiving, final=True)
         if receiving.download is None:
             self._emit(
-                FileDiscarded(sender=event.sender, name=event.name, reason=receiving.problem)
+                FileDiscarded(
+                    sender=event.sender,
+                    name=event.name,
+                    reason=receiving.problem,
+                    transfer=transfer,
+                )
             )
             return
         try:
             path = receiving.download.finish()
         except (OSError, ValueError) as exc:
             self._emit(
-                FileDiscarded(sender=event.sender, name=event.name, reason=f"cannot save: {exc}")
+                FileDiscarded(
+                    sender=event.sender,
+                    name=event.name,
+                    reason=f"cannot save: {exc}",
+                    transfer=transfer,
+                )
             )
             return
-        self._emit(FileSaved(sender=event.sender, name=event.name, size=event.size, path=str(path)))
+        self._emit(
+            FileSaved(
+                sender=event.sender,
+                name=event.name,
+                size=event.size,
+                path=str(path),
+                transfer=transfer,
+            )
+        )
 
     # Writing -----------------------------------------------------------------------------
 
@@ -915,6 +1058,7 @@ class Client:
                 except OSError as exc:
                     raise self._lost(exc) from None
                 budget -= sent
+                self._last_written = time.monotonic()
                 if sent < len(self._out):
                     self._out = self._out[sent:]
                     continue
@@ -926,6 +1070,8 @@ class Client:
                 sent = self._upload_step(self._upload)
                 if sent < 0:
                     return True
+                if sent:
+                    self._last_written = time.monotonic()
                 budget -= sent
             elif self._queue:
                 self._start(self._queue.popleft())
@@ -971,7 +1117,7 @@ class Client:
             self._upload = None
             self._report_out(upload, final=True)
             _settle(upload.future, size)
-            self._emit(FileSent(name=upload.event.name, size=size))
+            self._emit(FileSent(name=upload.event.name, size=size, transfer=upload.future.transfer))
             return 0
         fd = upload.file.fileno()
         try:
@@ -1018,6 +1164,7 @@ class Client:
                 done=upload.sent,
                 size=size,
                 elapsed=now - upload.started,
+                transfer=upload.future.transfer,
             )
         )
 
@@ -1042,6 +1189,7 @@ class Client:
                     sender=event.sender,
                     name=event.name,
                     reason=f"the transfer was cut short ({receiving.done} of {event.size} bytes)",
+                    transfer=receiving.transfer,
                 )
             )
         if self._upload is not None:

@@ -255,6 +255,24 @@ def test_long_text_is_split_as_the_spec_says(server) -> None:
         assert len(pieces) > 3
 
 
+def test_text_that_is_not_utf8_is_a_local_error(server) -> None:
+    # Keyboard input, stdin and argv are read with errors="surrogateescape": a byte that is not
+    # UTF-8 (\xe9 typed in a Latin-1 terminal) arrives as a lone surrogate. Sending it must
+    # raise the documented LocalProtocolError, not UnicodeEncodeError, and leave the client
+    # usable.
+    url = server.urls[0]
+    latin = b"caf\xe9".decode("utf-8", "surrogateescape")
+    with connect(url, "ana") as ana, Peer.login(url, "bob") as bob:
+        with pytest.raises(cw.LocalProtocolError) as info:
+            ana.send_text(latin)
+        assert info.value.section == "2.8.2"
+        assert "0xe9" in str(info.value)
+        with pytest.raises(cw.LocalProtocolError, match="surrogate"):
+            ana.send_text("x" * 70_000 + "\ud800")  # long enough to be split, too
+        ana.send_text("second line").result(TIMEOUT)
+        assert bob.expect(cw.MessageRelay).text == "second line"  # nothing else was sent
+
+
 def test_sends_from_many_threads_never_interleave(server) -> None:
     url = server.urls[0]
     with connect(url, "ana") as ana, Peer.login(url, "bob") as bob:
@@ -291,9 +309,10 @@ def test_send_file_streams_with_progress(server, tmp_path: Path) -> None:
         assert calls[-1] == (len(data), len(data))
         assert [done for done, _ in calls] == sorted(done for done, _ in calls)
         events = events_until(ana, FileSent)
-        assert events[-1] == FileSent(name="photo.jpg", size=len(data))
+        assert events[-1] == FileSent(name="photo.jpg", size=len(data), transfer=future.transfer)
         progress = [e for e in events if isinstance(e, FileProgress)]
         assert progress[-1].done == len(data) and progress[-1].direction == "out"
+        assert {e.transfer for e in progress} == {future.transfer}
 
 
 def test_send_file_with_another_name_and_empty_file(server, tmp_path: Path) -> None:
@@ -331,13 +350,46 @@ def test_send_file_local_errors(server, tmp_path: Path) -> None:
     with connect(server.urls[0], "ana") as ana:
         with pytest.raises(FileNotFoundError):
             ana.send_file(tmp_path / "missing")
-        with pytest.raises(IsADirectoryError):
+        with pytest.raises(IsADirectoryError, match="a folder, not a regular file"):
             ana.send_file(tmp_path)
         (tmp_path / "ok").write_bytes(b"x")
         with pytest.raises(cw.LocalProtocolError):
             ana.send_file(tmp_path / "ok", name="a/b")  # spec 2.8.5
         with pytest.raises(cw.LocalProtocolError):
             ana.change_nick("abcdefghij")
+
+
+@pytest.mark.parametrize("where", ["path", "swapped"])
+def test_send_file_refuses_a_fifo_without_blocking(server, tmp_path: Path, where: str) -> None:
+    # Opening a FIFO for reading blocks until a writer comes: in the terminal UI that froze
+    # the whole interface. "swapped": the path is a regular file at the stat and a FIFO at the
+    # open (the race O_NONBLOCK closes), simulated by patching os.stat.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | object] = []
+    with connect(server.urls[0], "ana") as ana:
+
+        def attempt() -> None:
+            try:
+                outcome.append(ana.send_file(fifo))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        regular = os.stat(__file__)
+        with pytest.MonkeyPatch.context() as patch:
+            if where == "swapped":
+                patch.setattr(os, "stat", lambda path, *a, **k: regular)
+            thread = threading.Thread(target=attempt, daemon=True)
+            thread.start()
+            thread.join(5)
+            blocked = thread.is_alive()
+            if blocked:  # unblock the open so that the test ends
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                thread.join(TIMEOUT)
+        assert not blocked, "send_file blocked on a FIFO"
+        assert len(outcome) == 1 and isinstance(outcome[0], OSError), outcome
+        assert "FIFO" in str(outcome[0]) and "not a regular file" in str(outcome[0])
+        ana.send_text("still fine").result(TIMEOUT)
 
 
 def test_receive_file_streams_to_disk_and_never_overwrites(server, downloads: Path) -> None:
@@ -349,13 +401,22 @@ def test_receive_file_streams_to_disk_and_never_overwrites(server, downloads: Pa
         bob.send_file("notes.txt", data)
         bob.send_file("notes.txt", b"second")
         events = events_until(ana, FileSaved)
-        assert events[0] == FileIncoming(sender="bob", name="notes.txt", size=len(data))
-        assert any(isinstance(e, FileProgress) and e.direction == "in" for e in events)
+        incoming = events[0]
+        assert isinstance(incoming, FileIncoming)
+        assert incoming == FileIncoming(
+            sender="bob", name="notes.txt", size=len(data), transfer=incoming.transfer
+        )
+        progress = [e for e in events if isinstance(e, FileProgress)]
+        assert progress and {(e.direction, e.transfer) for e in progress} == {
+            ("in", incoming.transfer)
+        }
         first = events[-1]
-        assert isinstance(first, FileSaved)
+        assert isinstance(first, FileSaved) and first.transfer == incoming.transfer
         assert Path(first.path) == downloads / "notes (1).txt"
         second = next_of(ana, FileSaved, skip=(FileProgress, FileIncoming))
         assert Path(second.path) == downloads / "notes (2).txt"
+        # Same name, another transfer: the events say which is which.
+        assert second.transfer != first.transfer
     assert (downloads / "notes.txt").read_bytes() == b"mine"  # never overwritten (spec 8.4)
     assert (downloads / "notes (1).txt").read_bytes() == data
     assert (downloads / "notes (2).txt").read_bytes() == b"second"
@@ -477,6 +538,39 @@ def test_quit_gives_up_on_a_server_that_never_closes() -> None:
         client.quit(timeout=TIMEOUT)
         assert client.closed
         assert next_of(client, Disconnected).expected
+
+
+def test_quit_gives_up_on_an_upload_the_server_stopped_reading(tmp_path: Path) -> None:
+    # quit() waits for queued files, but not forever: when nothing could be written for
+    # quit_timeout seconds it closes, and says the file was cut short.
+    stop = threading.Event()
+
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        peer.expect(cw.File)
+        stop.wait(TIMEOUT)  # stop reading: the client's socket buffers fill up
+        peer.wait_closed()
+
+    big = tmp_path / "big.bin"
+    with big.open("wb") as out:
+        out.truncate(64 * 1024 * 1024)  # sparse: cheap to make
+    with FakeServer(script) as fake:
+        try:
+            client = connect(fake.url, "ana", quit_timeout=0.5)
+            future = client.send_file(big)
+            next_of(client, FileProgress, skip=())
+            ended = threading.Thread(target=client.quit, daemon=True)
+            ended.start()
+            ended.join(TIMEOUT)
+            assert not ended.is_alive(), "quit() hung behind a stalled upload"
+            with pytest.raises(ConnectionLostError):
+                future.result(TIMEOUT)
+            end = next_of(client, Disconnected)
+            assert end.expected
+            assert "server stopped reading" in end.reason
+            assert "'big.bin' was cut short" in end.reason
+        finally:
+            stop.set()
 
 
 def test_events_before_the_end_are_all_delivered() -> None:
