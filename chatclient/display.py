@@ -45,6 +45,7 @@ from .client import (
 )
 
 __all__ = [
+    "STALLED_AFTER",
     "Fragments",
     "escape",
     "escape_fragments",
@@ -178,10 +179,24 @@ def human_rate(done: int, elapsed: float) -> str:
     return f"{human_size(done / elapsed)}/s"
 
 
-def progress_text(done: int, size: int, elapsed: float) -> str:
-    """``'1.0 MiB of 4.0 MiB (25%), 2.0 MiB/s'``."""
+#: Seconds without progress after which a transfer shows as stalled instead of with a rate.
+STALLED_AFTER = 3.0
+
+
+def progress_text(done: int, size: int, elapsed: float, *, idle: float = 0.0) -> str:
+    """``'1.0 MiB of 4.0 MiB (25%), 2.0 MiB/s'``: the rate is the average since the start.
+
+    Args:
+        done: bytes so far; size: bytes in all.
+        elapsed: seconds since the transfer started (up to now, for a live display).
+        idle: seconds since ``done`` last grew; from `STALLED_AFTER` on, the rate gives way to
+            ``'stalled for 5 s'`` (an average would fall slowly and hide that nothing moves).
+    """
     percent = 100 if size == 0 else done * 100 // size
-    return f"{human_size(done)} of {human_size(size)} ({percent}%), {human_rate(done, elapsed)}"
+    head = f"{human_size(done)} of {human_size(size)} ({percent}%)"
+    if idle >= STALLED_AFTER and done < size:
+        return f"{head}, stalled for {int(idle)} s"
+    return f"{head}, {human_rate(done, elapsed)}"
 
 
 def timestamp(when: float | None = None) -> str:

@@ -26,6 +26,7 @@ import contextlib
 import errno
 import os
 import tempfile
+import time
 import unicodedata
 from pathlib import Path
 from typing import BinaryIO
@@ -33,9 +34,11 @@ from typing import BinaryIO
 __all__ = [
     "MAX_NAME_BYTES",
     "NEUTRAL_NAME",
+    "STALE_PART_AGE",
     "Download",
     "default_downloads",
     "ensure_folder",
+    "remove_stale_parts",
     "safe_name",
     "unique_name",
 ]
@@ -48,6 +51,11 @@ NEUTRAL_NAME = "received-file"
 _MAX_EXTENSION_BYTES = 16
 #: How many ``name (N).ext`` candidates to try before giving up.
 _MAX_COPIES = 10_000
+#: Temporary files of ours (`Download`) are named ``{_PART_PREFIX}XXXXXXXX{_PART_SUFFIX}``.
+_PART_PREFIX = ".chatclient-"
+_PART_SUFFIX = ".part"
+#: A temporary file untouched for this many seconds belongs to no running transfer.
+STALE_PART_AGE = 24 * 3600.0
 
 # Separators of POSIX and Windows (and ':' of classic macOS and Windows drive letters), and the
 # other characters Windows forbids in names.
@@ -130,6 +138,34 @@ def ensure_folder(folder: str | os.PathLike[str]) -> Path:
     return path
 
 
+def remove_stale_parts(
+    folder: str | os.PathLike[str], *, max_age: float = STALE_PART_AGE, now: float | None = None
+) -> list[Path]:
+    """Remove the temporary files a killed client left in ``folder``; the paths removed.
+
+    Only our own naming pattern (``.chatclient-*.part``), only regular files (not symlinks),
+    and only those not modified for ``max_age`` seconds: another client may be receiving into
+    the same folder right now, and its file is written as data arrives. A client that exits
+    normally, or on SIGTERM or SIGHUP, removes its own; this is for SIGKILL and crashes.
+    Errors (a file already gone, no permission) are ignored.
+    """
+    limit = (time.time() if now is None else now) - max_age
+    removed: list[Path] = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(_PART_PREFIX) and name.endswith(_PART_SUFFIX)):
+                continue
+            with contextlib.suppress(OSError):
+                if (
+                    entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < limit
+                ):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
 class Download:
     """One file being received into ``folder``: write its data, then `finish` or `discard`.
 
@@ -148,7 +184,7 @@ class Download:
         self.size = size
         self.received = 0
         # mkstemp: O_EXCL, mode 0600, a name of our own (hidden while incomplete).
-        fd, temp = tempfile.mkstemp(prefix=".chatclient-", suffix=".part", dir=folder)
+        fd, temp = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=folder)
         self.temp_path = Path(temp)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
 

@@ -24,6 +24,7 @@ from chatclient import (
 )
 from chatclient.client import ClientEvent
 from chatclient.display import (
+    STALLED_AFTER,
     escape,
     escape_fragments,
     event_fragments,
@@ -171,3 +172,11 @@ def test_sizes_and_progress() -> None:
     assert human_rate(2048, 2.0) == "1.0 KiB/s"
     assert progress_text(1 << 20, 4 << 20, 0.5) == "1.0 MiB of 4.0 MiB (25%), 2.0 MiB/s"
     assert progress_text(0, 0, 0) == "0 B of 0 B (100%), -"
+    # A transfer that stopped moving says so instead of showing a slowly falling average.
+    assert (
+        progress_text(1 << 20, 4 << 20, 10.0, idle=1.0) == "1.0 MiB of 4.0 MiB (25%), 102.4 KiB/s"
+    )
+    assert progress_text(1 << 20, 4 << 20, 10.0, idle=STALLED_AFTER) == (
+        f"1.0 MiB of 4.0 MiB (25%), stalled for {int(STALLED_AFTER)} s"
+    )
+    assert "stalled" not in progress_text(4, 4, 10.0, idle=60.0)  # complete: never stalled

@@ -16,9 +16,11 @@ import chatwire as cw
 from chatclient.files import (
     MAX_NAME_BYTES,
     NEUTRAL_NAME,
+    STALE_PART_AGE,
     Download,
     default_downloads,
     ensure_folder,
+    remove_stale_parts,
     safe_name,
     unique_name,
 )
@@ -178,3 +180,33 @@ def test_ensure_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(OSError):
         ensure_folder(tmp_path / "file")
+
+
+def test_stale_temporary_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    # A client killed with SIGKILL cannot remove its .part file; the next start does, but only
+    # files of our own pattern that no running transfer could still be writing.
+    now = 1_000_000_000.0
+    old, recent = now - STALE_PART_AGE - 60, now - 60
+
+    def make(name: str, mtime: float) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+        return path
+
+    stale = make(".chatclient-abc123.part", old)
+    live = make(".chatclient-def456.part", recent)  # another client receiving right now
+    theirs = make(".other-abc.part", old)
+    saved = make("chatclient-abc.part", old)  # a saved file, not ours to remove
+    folder = make(".chatclient-dir.part", old)
+    folder.unlink()
+    folder.mkdir()
+    target = make("precious", old)
+    link = tmp_path / ".chatclient-link.part"
+    link.symlink_to(target)
+    os.utime(link, (old, old), follow_symlinks=False)
+    assert remove_stale_parts(tmp_path, now=now) == [stale]
+    assert not stale.exists()
+    for kept in (live, theirs, saved, folder, target, link):
+        assert kept.exists() or kept.is_symlink(), kept
+    assert remove_stale_parts(tmp_path / "missing") == []
