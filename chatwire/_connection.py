@@ -48,7 +48,7 @@ from ._events import (
     Refused,
 )
 from ._limits import FILE_MAX, HEADER_SIZE
-from ._state import TRANSITIONS, ConnectionState, State
+from ._state import SERVER_SILENT, TRANSITIONS, ConnectionState, State
 from ._wire import MESSAGES, Direction, FrameError
 
 __all__ = ["NEED_DATA", "PAUSED", "Connection", "Role"]
@@ -170,7 +170,10 @@ class Connection:
         # After every state change: which messages now need no state-machine work.
         state = self._state.state
         self._free = _FREE[(self._incoming, state)]
-        self._free_out = _FREE[(self._outgoing, state)]
+        if self.role is Role.SERVER and state in SERVER_SILENT:
+            self._free_out = frozenset()  # spec 3.1.5: send() refuses every frame now
+        else:
+            self._free_out = _FREE[(self._outgoing, state)]
 
     # --- State ------------------------------------------------------------------------------
 
@@ -350,6 +353,9 @@ class Connection:
 
         For ``FileData`` the data itself is returned (no copy); for ``FileEnd`` ``b""``.
 
+        A server that has received ``Quit`` sends no frame any more (spec 3.1.5): it may only
+        finish the data of a ``FileRelay`` it had started before.
+
         Raises:
             LocalProtocolError: the event is illegal in this state or for this role; nothing
                 changes.
@@ -388,6 +394,12 @@ class Connection:
             raise LocalProtocolError(f"a {self.role.value} cannot send {other!r}", section="2.6")
         if name in self._free_out:
             return encode(event)  # legal now and changes no state (spec 4.3)
+        if self.role is Role.SERVER and self._state.state in SERVER_SILENT:
+            # spec 3.1.5: "The server MUST NOT start sending a frame after it has read `quit`".
+            # Table 4.3's QUIT rows are the client's, for frames sent before that (4.3 note).
+            raise LocalProtocolError(
+                f"a server cannot send {name!r} after it has read quit", section="3.1.5"
+            )
         problem = self._state.problem(name, self._outgoing)
         if problem is not None:
             raise LocalProtocolError(problem, section="4.3")

@@ -8,6 +8,10 @@ here: frames are named by their spec message name (``"msg-relay"``).
 
 Requests that expect a reply (``list``, ``nick``) queue up in ``pending``; replies pop them in
 order (spec 5.2).
+
+One rule depends on the role and so is not a row: the ``QUIT`` rows are frames the server sent
+before it read ``quit``, which only the client receives. A server starts no frame once it has
+read ``quit`` (`SERVER_SILENT`, spec 3.1.5 and the note under table 4.3).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import enum
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from ._wire import Direction
 
-__all__ = ["TRANSITIONS", "ConnectionState", "State", "Transition"]
+__all__ = ["SERVER_SILENT", "TRANSITIONS", "ConnectionState", "State", "Transition"]
 
 
 class State(enum.Enum):
@@ -66,6 +71,11 @@ TRANSITIONS: Mapping[tuple[State, str, Direction], Transition] = {
     (_Q, "msg-relay", _S2C): Transition(_Q),
     (_Q, "file-relay", _S2C): Transition(_Q),
 }
+
+# spec 3.1.5: "The server MUST NOT start sending a frame after it has read `quit`". The QUIT rows
+# above are for the client, which may still receive frames the server sent before that; for a
+# server no frame is legal in these states in either direction (note under table 4.3).
+SERVER_SILENT: Final = frozenset({State.QUIT})
 
 
 class ConnectionState:

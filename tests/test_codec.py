@@ -115,7 +115,7 @@ def _in_state_construct(role, state):
 
 
 roles_and_states = st.sampled_from(
-    [(cw.Role.SERVER, "LOGIN"), (cw.Role.SERVER, "ACTIVE")]
+    [(cw.Role.SERVER, s) for s in ("LOGIN", "ACTIVE", "QUIT")]
     + [(cw.Role.CLIENT, s) for s in ("LOGIN", "AWAIT_ACC", "ACTIVE", "QUIT")]
 )
 

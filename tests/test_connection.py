@@ -111,11 +111,15 @@ def in_state(role: cw.Role, state: str) -> cw.Connection:
         conn.receive_data(b"3         ana")
         assert isinstance(conn.next_event(), cw.Login)
         conn.send(cw.Accepted())
+        if state == "QUIT":
+            conn.receive_data(b"quit      ")
+            assert conn.next_event() == cw.Quit()
+    assert conn.state.value == state
     return conn
 
 
 roles_and_states = st.sampled_from(
-    [(cw.Role.SERVER, "LOGIN"), (cw.Role.SERVER, "ACTIVE")]
+    [(cw.Role.SERVER, s) for s in ("LOGIN", "ACTIVE", "QUIT")]
     + [(cw.Role.CLIENT, s) for s in ("LOGIN", "AWAIT_ACC", "ACTIVE", "QUIT")]
 )
 
@@ -304,6 +308,62 @@ def test_illegal_sends_are_local_errors_and_change_nothing(role, state, event) -
     with pytest.raises(cw.LocalProtocolError):
         conn.send(event)
     assert (conn.state, conn.pending) == before
+
+
+# Every frame a server can send (spec 2.6), including replies to requests it has read.
+SERVER_FRAMES = [
+    cw.MessageRelay(sender="bob", text="hi"),
+    cw.Notice(text="bye"),
+    cw.FileRelay(sender="bob", name="a.txt", size=3),
+    cw.ListReply(nicks=("ana",)),
+    cw.NickChanged(),
+    cw.Refused(),
+    cw.Accepted(),
+]
+
+
+@pytest.mark.parametrize("event", SERVER_FRAMES, ids=lambda e: type(e).__name__)
+def test_a_server_sends_nothing_after_it_has_read_quit(event) -> None:
+    # spec 3.1.5: "The server MUST NOT start sending a frame after it has read `quit`". The
+    # QUIT rows of table 4.3 are the client's (the note under the table).
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    server.receive_data(b"list      nick 3    bobquit      ")
+    assert drain(server) == [cw.ListRequest(), cw.NickRequest(nick="bob"), cw.Quit()]
+    with pytest.raises(cw.LocalProtocolError) as info:
+        server.send(event)
+    assert info.value.section == "3.1.5"
+    assert (server.state, server.pending) == (cw.State.QUIT, ("list", "nick"))
+    # Still refused the second time: the fast path for frames that change no state is off too.
+    with pytest.raises(cw.LocalProtocolError):
+        server.send(event)
+
+
+def test_a_server_that_read_quit_may_finish_a_file_it_had_started() -> None:
+    # spec 3.1.5 forbids starting a frame; the data of one already started may still go out
+    # (or be cut short; the client treats the end of the stream as normal, 6.5).
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    assert server.send(cw.FileRelay(sender="bob", name="a.txt", size=3)) == (
+        b"file 3 5  boba.txt3         "
+    )
+    assert server.send(cw.FileData(data=b"a")) == b"a"
+    server.receive_data(b"quit      ")
+    assert server.next_event() == cw.Quit()
+    assert server.send(cw.FileData(data=b"bc")) == b"bc"
+    assert server.send(cw.FileEnd()) == b""
+    with pytest.raises(cw.LocalProtocolError):
+        server.send(cw.Notice(text="bye"))
+
+
+def test_a_client_in_quit_still_receives_what_the_server_sent_before() -> None:
+    client = in_state(cw.Role.CLIENT, "QUIT")  # pending: list, nick
+    client.receive_data(b"msg 1 2   ahi3         anaNC        msg 0 3   bye")
+    assert drain(client) == [
+        cw.MessageRelay(sender="a", text="hi"),
+        cw.ListReply(nicks=("ana",)),
+        cw.NickChanged(),
+        cw.Notice(text="bye"),
+    ]
+    assert client.state is cw.State.QUIT
 
 
 def test_server_relays_only_to_logged_in_clients() -> None:
