@@ -474,6 +474,30 @@ def test_received_file_data_is_not_copied() -> None:
     assert isinstance(event.data, memoryview) and event.data.obj is chunk
 
 
+def test_a_file_head_straddling_a_huge_chunk_copies_only_the_head() -> None:
+    # The head's first bytes end one read; the next read holds the rest of the head and 64 MiB
+    # of data. Only the head is joined: the data comes out as views of that chunk, uncopied.
+    size = 64 << 20
+    head = b"file 5    a.bin" + b"%-10d" % size
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    server.receive_data(head[:12])
+    assert server.next_event() is cw.NEED_DATA
+    chunk = head[12:] + bytes(size)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        server.receive_data(chunk)
+        assert server.next_event() == cw.File(name="a.bin", size=size)
+        event = server.next_event()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(event, cw.FileData) and isinstance(event.data, memoryview)
+    assert event.data.obj is chunk and event.data.nbytes == size
+    assert peak < 64 * 1024
+    assert server.next_event() == cw.FileEnd()
+
+
 def test_mutable_input_is_copied() -> None:
     server = in_state(cw.Role.SERVER, "ACTIVE")
     data = bytearray(b"msg 2     hi")
