@@ -115,23 +115,39 @@ class Connection:
 
     Args:
         role: ``Role.CLIENT`` or ``Role.SERVER``.
-        max_file_size: the largest file this end accepts (spec 3.1.4 lets a server set a limit
-            below ``FILE_MAX``); a larger ``<file_size>`` header is a `RemoteProtocolError`
-            raised as soon as that header arrives.
+        max_file_size: server only: the largest file this server accepts (spec 3.1.4 lets a
+            server set a limit below ``FILE_MAX``; 6.1 item 4); a larger ``<file_size>`` header
+            is a `RemoteProtocolError` raised as soon as that header arrives. ``None`` (the
+            default) means ``FILE_MAX``. The spec gives clients no such limit: a relayed file
+            of any size up to ``FILE_MAX`` is well formed, and a client that does not want it
+            reads and discards its data.
         parser: ``"fast"`` (default) or ``"construct"``, the slow reference parser; both give
             identical results.
+
+    Raises:
+        LocalProtocolError: ``role`` is not a `Role`; ``max_file_size`` is not a non-negative
+            int, or is given for a client; ``parser`` is neither name.
     """
 
     def __init__(
         self,
         role: Role,
         *,
-        max_file_size: int = FILE_MAX,
+        max_file_size: int | None = None,
         parser: Literal["fast", "construct"] = "fast",
     ) -> None:
         if not isinstance(role, Role):
             raise LocalProtocolError(f"role must be a Role, not {role!r}")
-        if (
+        if max_file_size is None:
+            max_file_size = FILE_MAX
+        elif role is Role.CLIENT:
+            # spec 3.1.4, 6.1 item 4: only a server may refuse a file for its size.
+            raise LocalProtocolError(
+                "max_file_size is a server's limit (spec 3.1.4); a client receives every "
+                "well-formed file and may discard it",
+                section="3.1.4",
+            )
+        elif (
             isinstance(max_file_size, bool)
             or not isinstance(max_file_size, int)
             or max_file_size < 0
@@ -139,7 +155,10 @@ class Connection:
             raise LocalProtocolError(
                 f"max_file_size must be a non-negative int, not {max_file_size!r}"
             )
+        if parser not in _PARSERS:
+            raise LocalProtocolError(f"parser must be 'fast' or 'construct', not {parser!r}")
         self.role: Final = role
+        #: The largest file this end accepts: ``FILE_MAX`` for a client (spec 3.1.4).
         self.max_file_size: Final = min(max_file_size, FILE_MAX)
         self._parser = _PARSERS[parser]
         self._plans = (

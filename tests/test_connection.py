@@ -506,11 +506,35 @@ def test_mutable_input_is_copied() -> None:
     assert server.next_event() == cw.Message(text="hi")
 
 
-def test_constructor_arguments_are_checked() -> None:
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: cw.Connection("client"),  # type: ignore[arg-type]
+        lambda: cw.Connection(cw.Role.SERVER, max_file_size=-1),
+        lambda: cw.Connection(cw.Role.SERVER, max_file_size=True),
+        lambda: cw.Connection(cw.Role.SERVER, max_file_size="10"),  # type: ignore[arg-type]
+        lambda: cw.Connection(cw.Role.SERVER, parser="slow"),  # type: ignore[arg-type]
+    ],
+)
+def test_constructor_arguments_are_checked(build) -> None:
     with pytest.raises(cw.LocalProtocolError):
-        cw.Connection("client")  # type: ignore[arg-type]
-    with pytest.raises(cw.LocalProtocolError):
-        cw.Connection(cw.Role.SERVER, max_file_size=-1)
+        build()
+
+
+@pytest.mark.parametrize("limit", [0, 100, cw.FILE_MAX])
+def test_max_file_size_is_a_server_option(limit) -> None:
+    # spec 3.1.4 and 6.1 item 4 give the lower file limit to servers only.
+    with pytest.raises(cw.LocalProtocolError) as info:
+        cw.Connection(cw.Role.CLIENT, max_file_size=limit)
+    assert info.value.section == "3.1.4"
+    assert cw.Connection(cw.Role.SERVER, max_file_size=limit).max_file_size == limit
+
+
+def test_a_client_accepts_a_relayed_file_of_any_size() -> None:
+    client = in_state(cw.Role.CLIENT, "ACTIVE")
+    assert client.max_file_size == cw.FILE_MAX
+    client.receive_data(b"file 1 1  ab9999999999")
+    assert client.next_event() == cw.FileRelay(sender="a", name="b", size=cw.FILE_MAX)
 
 
 def test_file_data_can_be_taken_from_the_stream_directly() -> None:
