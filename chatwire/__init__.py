@@ -16,7 +16,7 @@ reference server, client and conformance kit live in ``chatwire.transport``, out
 """
 
 from ._codec import encode
-from ._connection import NEED_DATA, PAUSED, Connection, Role
+from ._connection import MAX_BUFFERED, NEED_DATA, PAUSED, Connection, Role
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     Accepted,
@@ -51,6 +51,7 @@ __all__ = [
     "FILE_MAX",
     "HEADER_SIZE",
     "LIST_MAX",
+    "MAX_BUFFERED",
     "NAME_MAX",
     "NEED_DATA",
     "NICK_MAX",

@@ -10,10 +10,17 @@
 How a frame is read (spec 2): peek at 10 bytes and parse the header (spec 2.3), name the message
 from the direction, code and number of sizes (spec 2.6), check it against the state machine
 (spec 4.3), check its sizes (spec 2.7), then wait until the whole frame is buffered, cut it and
-parse it. Nothing is buffered beyond one frame's head: a size is checked before the payload it
-announces is awaited, so memory is bounded by the limits of spec 2.7 (a ``list-reply`` is the
-largest, 1 MB). File data is not buffered at all: it leaves as ``FileData`` events holding
+parse it. File data is not buffered at all: it leaves as ``FileData`` events holding
 memoryviews of the received chunks, so a 9 GB file passes through a few hundred KiB.
+
+Memory: the decoder itself waits for at most one frame head, and a size is checked before the
+payload it announces is awaited, so a caller that reads events until `NEED_DATA` before it
+feeds more holds less than one frame head plus the chunk it feeds: under 10 + ``TEXT_MAX``
+bytes on a server, under 10 + ``LIST_MAX`` (a ``list-reply``, 1 MB) on a client (spec 2.7).
+Bytes pile up only if the caller feeds without reading, or while `PAUSED` (a server that has
+not answered a login yet reads nothing). For those callers the bound is `MAX_BUFFERED`:
+``receive_data`` refuses more data while more than that is buffered. After the connection has
+closed (``NE``, an error, spec 6.2) received bytes are dropped: nothing will read them.
 
 Any input either yields events or raises `RemoteProtocolError` (with the spec section and the
 byte offset); after that error the connection is dead (spec 6.2) and raises it again. Misuse of
@@ -47,11 +54,11 @@ from ._events import (
     FileRelay,
     Refused,
 )
-from ._limits import FILE_MAX, HEADER_SIZE
+from ._limits import FILE_MAX, HEADER_SIZE, LIST_MAX
 from ._state import SERVER_SILENT, TRANSITIONS, ConnectionState, State
 from ._wire import MESSAGES, Direction, FrameError
 
-__all__ = ["NEED_DATA", "PAUSED", "Connection", "Role"]
+__all__ = ["MAX_BUFFERED", "NEED_DATA", "PAUSED", "Connection", "Role"]
 
 
 class Role(enum.Enum):
@@ -76,6 +83,11 @@ NEED_DATA: Final = _Sentinel.NEED_DATA
 #: `Connection.next_event` (server role) waits for the answer to a login (``ACC`` or ``NE``)
 #: before it reads further (spec 3.1.1: a client sends nothing before ``ACC``).
 PAUSED: Final = _Sentinel.PAUSED
+
+#: The most received bytes a `Connection` holds unread before ``receive_data`` refuses more:
+#: the longest frame head of the protocol, a ``list-reply`` of ``LIST_MAX`` bytes (spec 2.7).
+#: A caller that reads events until `NEED_DATA` between feeds never reaches it.
+MAX_BUFFERED: Final = HEADER_SIZE + LIST_MAX
 
 _PARSERS: dict[str, Parser] = {"fast": FastParser(), "construct": ConstructParser()}
 _STREAMED = ("file", "file-relay")
@@ -108,6 +120,25 @@ _FREE: dict[tuple[Direction, State], frozenset[str]] = {
 
 def _nbytes(data: bytes | bytearray | memoryview) -> int:
     return data.nbytes if isinstance(data, memoryview) else len(data)
+
+
+def _as_bytes(data: object) -> bytes:
+    # receive_data's slow path: anything but exactly bytes. Mutable buffers are copied so the
+    # caller may reuse them; everything that is not bytes-like is refused (not taken as EOF).
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    if isinstance(data, memoryview):
+        return data.tobytes()
+    raise LocalProtocolError(
+        f"receive_data takes bytes, bytearray or memoryview, not {type(data).__name__} "
+        '(the end of the stream is b"")'
+    )
+
+
+def _count(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise LocalProtocolError(f"a byte count must be an int, not {type(size).__name__}")
+    return size
 
 
 class Connection:
@@ -234,36 +265,61 @@ class Connection:
     # --- Receiving --------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Add received bytes; ``b""`` says the peer closed the stream (end of file).
+        """Add received bytes. ``b""`` (an empty buffer) is the one end-of-stream signal: the
+        peer closed its side.
 
-        ``bytes`` are kept by reference (file data is handed back as views of them); other
-        buffers are copied, so the caller may reuse them.
+        ``bytes`` are kept by reference (file data is handed back as views of them); a
+        ``bytearray`` or ``memoryview`` is copied, so the caller may reuse it. Read events
+        until `NEED_DATA` before feeding more, and do not feed while `PAUSED`: bytes that are
+        not read pile up, and more than `MAX_BUFFERED` of them are refused. Once the
+        connection is ``CLOSED`` (after ``NE`` at login, or a `RemoteProtocolError`) the bytes
+        are dropped, since nothing will read them.
 
         Raises:
-            LocalProtocolError: data after the end of the stream.
+            LocalProtocolError: ``data`` is not bytes, bytearray or memoryview; data after the
+                end of the stream; more than `MAX_BUFFERED` bytes are already buffered unread.
+                Nothing is buffered then.
         """
+        if type(data) is not bytes:
+            data = _as_bytes(data)
         if self._eof:
             raise LocalProtocolError("receive_data after the end of the stream")
         if not data:
             self._eof = True
             return
-        self._buffer.feed(data if isinstance(data, bytes) else bytes(data))
+        buffer = self._buffer
+        if self._state.state is State.CLOSED:
+            buffer.clear()  # spec 6.2: nothing is read after the end; do not hold it either
+            return
+        if buffer._size > MAX_BUFFERED:
+            raise LocalProtocolError(
+                f"{buffer._size} received bytes are buffered unread (at most {MAX_BUFFERED}): "
+                "read events until NEED_DATA before feeding more, and do not feed while PAUSED"
+            )
+        buffer.feed(data)
 
     def next_event(self) -> Event | Literal[_Sentinel.NEED_DATA, _Sentinel.PAUSED]:
         """The next event from the received bytes, `NEED_DATA` or `PAUSED`.
 
         Raises:
-            RemoteProtocolError: the peer broke the spec; the connection is dead.
+            RemoteProtocolError: the peer broke the spec; the connection is dead and raises
+                the same error again on every later call.
         """
         if self._error is not None:
             raise self._error
         try:
             return self._next_event()
         except FrameError as exc:
-            raise self._fail(exc.message, exc.section, self._offset + exc.offset) from None
+            # The one boundary where construct's errors become protocol errors (house style).
+            raise self._fail(exc.message, exc.section, self._offset + exc.offset) from exc
 
     def events(self) -> Iterator[Event]:
-        """Yield events until `NEED_DATA`, `PAUSED` or ``ConnectionClosed`` (included)."""
+        """Yield events until `NEED_DATA`, `PAUSED` or ``ConnectionClosed`` (included).
+
+        Raises:
+            RemoteProtocolError: as `next_event`, from the event where the peer broke the
+                spec; the events before it have been yielded.
+        """
         while True:
             event = self.next_event()
             if event is NEED_DATA or event is PAUSED:
@@ -444,9 +500,9 @@ class Connection:
         it had handed them out as ``FileData``.
 
         Raises:
-            LocalProtocolError: ``size`` exceeds `file_data_wanted`.
+            LocalProtocolError: ``size`` is not an int, or exceeds `file_data_wanted`.
         """
-        if not 0 <= size <= self.file_data_wanted:
+        if not 0 <= _count(size) <= self.file_data_wanted:
             raise LocalProtocolError(
                 f"{size} bytes of file data taken, but only {self.file_data_wanted} may be"
             )
@@ -458,10 +514,13 @@ class Connection:
         (for example with ``os.sendfile``), exactly as ``send(FileData(...))`` would.
 
         Raises:
-            LocalProtocolError: no file is being sent, or ``size`` exceeds what is left.
+            LocalProtocolError: no file is being sent, or ``size`` is not an int from 0 to what
+                is left.
         """
         if self._send_left < 0:
             raise LocalProtocolError("no file is being sent")
+        if _count(size) < 0:
+            raise LocalProtocolError(f"a negative byte count: {size}")
         self._account(size)
 
     def _account(self, size: int) -> None:

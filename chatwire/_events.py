@@ -70,7 +70,7 @@ def _utf8_size(value: Any, field: str, section: str) -> int:
     except UnicodeEncodeError as exc:
         raise LocalProtocolError(
             f"{field} is not encodable in UTF-8: {exc.reason}", section="2.8.2"
-        ) from None
+        ) from exc
 
 
 def _check_size(value: Any, field: str, low: int, high: int, section: str) -> None:
@@ -136,7 +136,13 @@ class ListReply(Event):
             raise LocalProtocolError(
                 "nicks must be a sequence of str, not one str", section="2.8.7"
             )
-        nicks = tuple(self.nicks)
+        try:
+            nicks = tuple(self.nicks)
+        except TypeError as exc:
+            raise LocalProtocolError(
+                f"nicks must be an iterable of str, not {type(self.nicks).__name__}",
+                section="2.8.7",
+            ) from exc
         total = len(nicks) - 1 if nicks else 0
         for nick in nicks:
             _check_size(nick, "each nick of a user list", 1, NICK_MAX, "2.8.7")

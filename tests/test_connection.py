@@ -7,6 +7,7 @@ directions, end of stream (spec 6.5) and bounded memory for huge files.
 
 from __future__ import annotations
 
+import array
 import gc
 import tracemalloc
 
@@ -504,6 +505,135 @@ def test_mutable_input_is_copied() -> None:
     server.receive_data(data)
     data[10:12] = b"XX"
     assert server.next_event() == cw.Message(text="hi")
+    view = memoryview(bytearray(b"msg 3     bye"))
+    server.receive_data(view)
+    view[10:13] = b"XXX"
+    assert server.next_event() == cw.Message(text="bye")
+
+
+class Bytes(bytes):
+    pass
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"msg 2     hi",
+        bytearray(b"msg 2     hi"),
+        memoryview(b"msg 2     hi"),
+        memoryview(b"xxmsg 2     hixx")[2:-2],
+        memoryview(array.array("B", b"msg 2     hi")),
+        Bytes(b"msg 2     hi"),
+    ],
+    ids=["bytes", "bytearray", "memoryview", "memoryview-slice", "memoryview-array", "subclass"],
+)
+def test_receive_data_takes_every_bytes_like_object(data) -> None:
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    server.receive_data(data)
+    assert server.next_event() == cw.Message(text="hi")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [None, 0, 12, 1.5, "abc", "", [b"a"], array.array("B", b"abc"), True],
+    ids=repr,
+)
+def test_receive_data_refuses_anything_else_and_changes_nothing(data) -> None:
+    # An int is not a count of NULs, None or 0 is not the end of the stream: only b"" is.
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    with pytest.raises(cw.LocalProtocolError, match="bytes, bytearray or memoryview"):
+        server.receive_data(data)
+    assert server.buffered == 0
+    server.receive_data(b"msg 2     hi")  # the stream has not ended
+    assert server.next_event() == cw.Message(text="hi")
+
+
+@pytest.mark.parametrize("empty", [b"", bytearray(), memoryview(b"")], ids=repr)
+def test_an_empty_buffer_is_the_end_of_the_stream(empty) -> None:
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    server.receive_data(empty)
+    assert server.next_event() == cw.ConnectionClosed()
+    with pytest.raises(cw.LocalProtocolError):
+        server.receive_data(b"")
+
+
+def test_a_caller_that_reads_until_need_data_stays_under_max_buffered() -> None:
+    # A list-reply of exactly LIST_MAX bytes arriving in 64 KiB reads: the largest head there is.
+    nicks = [f"u{i:08d}" for i in range(99_999)] + ["ana", "carlos"]
+    frame = cw.encode(cw.ListReply(nicks=nicks))
+    assert len(frame) == cw.MAX_BUFFERED == cw.HEADER_SIZE + cw.LIST_MAX
+    client = in_state(cw.Role.CLIENT, "ACTIVE")  # pending: list, nick
+    most = 0
+    for i in range(0, len(frame), 65536):
+        client.receive_data(frame[i : i + 65536])
+        events = drain(client)
+        most = max(most, client.buffered)
+    assert events == [cw.ListReply(nicks=tuple(nicks))]
+    assert most < cw.MAX_BUFFERED
+
+
+def test_feeding_while_paused_is_bounded_by_max_buffered() -> None:
+    # spec 3.1.1: a client sends nothing before ACC, and a server that has not answered the
+    # login reads nothing; bytes fed meanwhile pile up, but not without bound.
+    server = cw.Connection(cw.Role.SERVER)
+    server.receive_data(b"3         ana")
+    assert server.next_event() == cw.Login(nick="ana")
+    assert server.next_event() is cw.PAUSED
+    chunk = b"msg 2     hi" * 10_000
+    fed = 0
+    with pytest.raises(cw.LocalProtocolError, match="buffered unread"):
+        while True:
+            server.receive_data(chunk)
+            fed += len(chunk)
+            assert server.buffered == fed <= cw.MAX_BUFFERED + len(chunk)
+    assert server.buffered == fed > cw.MAX_BUFFERED
+    server.send(cw.Accepted())  # the refusal changed nothing: the frames are all still there
+    assert len(drain(server)) == fed // 12
+    server.receive_data(chunk)  # read: room again
+
+
+def test_bytes_received_after_the_connection_closed_are_dropped() -> None:
+    client = in_state(cw.Role.CLIENT, "AWAIT_ACC")
+    client.receive_data(b"NE        ")
+    assert client.next_event() == cw.Refused()
+    for _ in range(3):
+        client.receive_data(bytes(cw.MAX_BUFFERED))  # a peer that goes on sending
+        assert client.buffered == 0
+    assert client.next_event() == cw.ConnectionClosed()
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    server.receive_data(b"msg 05    hi")
+    with pytest.raises(cw.RemoteProtocolError) as info:
+        server.next_event()
+    server.receive_data(b"more")
+    assert server.buffered == 0
+    with pytest.raises(cw.RemoteProtocolError) as again:
+        server.next_event()
+    assert again.value is info.value
+
+
+def test_a_remote_error_is_chained_to_the_frame_error() -> None:
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    server.receive_data(b"msg 05    hi")
+    with pytest.raises(cw.RemoteProtocolError) as info:
+        server.next_event()
+    assert isinstance(info.value.__cause__, cw._wire.FrameError)  # raised `from exc`
+    assert info.value.__cause__.section == info.value.section == "2.3"
+
+
+@pytest.mark.parametrize("size", ["3", 1.0, None, True])
+def test_file_byte_counts_must_be_ints(size) -> None:
+    server = in_state(cw.Role.SERVER, "ACTIVE")
+    server.receive_data(b"file 1    a5         ")
+    server.next_event()
+    with pytest.raises(cw.LocalProtocolError):
+        server.file_data_received(size)
+    server.send(cw.FileRelay(sender="bob", name="a", size=5))
+    with pytest.raises(cw.LocalProtocolError):
+        server.account_file_data(size)
+    with pytest.raises(cw.LocalProtocolError):
+        server.account_file_data(-1)
+    server.account_file_data(5)
+    assert server.send(cw.FileEnd()) == b""
 
 
 @pytest.mark.parametrize(

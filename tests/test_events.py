@@ -70,6 +70,45 @@ def test_invalid_events_are_local_errors(build) -> None:
         build()
 
 
+# One valid value for every field of every event that has fields.
+VALID = {
+    cw.Login: {"nick": "ana"},
+    cw.ListReply: {"nicks": ("ana",)},
+    cw.NickRequest: {"nick": "ana"},
+    cw.File: {"name": "a.txt", "size": 1},
+    cw.Message: {"text": "hi"},
+    cw.FileRelay: {"sender": "ana", "name": "a.txt", "size": 1},
+    cw.MessageRelay: {"sender": "ana", "text": "hi"},
+    cw.Notice: {"text": "hi"},
+    cw.FileData: {"data": b"x"},
+}
+BAD_VALUES = [None, 5, 5.0, True, b"ana", object(), ["ana"]]
+BAD_FIELDS = [
+    pytest.param(cls, name, bad, id=f"{cls.__name__}.{name}={bad!r}")
+    for cls, fields in VALID.items()
+    for name in fields
+    for bad in BAD_VALUES
+    # values of the right type: a list of nicks, bytes as file data, an int as a size
+    if not (name == "nicks" and isinstance(bad, list))
+    and not (name == "data" and isinstance(bad, bytes))
+    and not (name == "size" and type(bad) is int)
+]
+
+
+def test_every_event_with_fields_is_covered() -> None:
+    assert set(VALID) == {cls for cls in ALL if dataclasses.fields(cls)}
+    for cls, fields in VALID.items():
+        assert cls(**fields)
+        assert set(fields) == {f.name for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize(("cls", "name", "bad"), BAD_FIELDS)
+def test_a_field_of_the_wrong_type_is_a_local_error(cls, name, bad) -> None:
+    # Never TypeError or ValueError: an event that cannot be built is a LocalProtocolError.
+    with pytest.raises(cw.LocalProtocolError):
+        cls(**{**VALID[cls], name: bad})
+
+
 def test_valid_edge_events_build() -> None:
     assert cw.Login(nick="").nick == ""  # well framed; the server answers NE (spec 2.7)
     assert cw.Login(nick="a b").nick == "a b"  # likewise, invalid but framable
