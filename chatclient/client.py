@@ -572,6 +572,11 @@ class Client:
         self._read_again = False  # TLS holds decrypted bytes that select() cannot see
         self._write_needs_read = False
         sock.setblocking(False)
+        # Set when the I/O thread has finished. Waiting on it, not on Thread.join: a signal
+        # handler that raises (SIGTERM, Ctrl-C) while the main thread is in join() leaves the
+        # Thread marked as stopped though it still runs (CPython's bpo-45274 fix releases the
+        # lock the running thread holds), and later joins and is_alive() would then lie.
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"chatclient {nick}", daemon=True)
         self._thread.start()
 
@@ -595,7 +600,7 @@ class Client:
     @property
     def closed(self) -> bool:
         """True once the connection has ended (the I/O thread has finished)."""
-        return not self._thread.is_alive()
+        return self._done.is_set()
 
     # --- Sending ----------------------------------------------------------------------------
 
@@ -723,8 +728,7 @@ class Client:
             self._wake()
         if threading.current_thread() is self._thread:
             return
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self._done.wait(timeout):
             self.close()
 
     def close(self) -> None:
@@ -733,7 +737,7 @@ class Client:
         self._close_requested = True
         self._wake()
         if threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._done.wait()
 
     def _next_transfer(self) -> int:
         with self._transfer_lock:
@@ -766,6 +770,8 @@ class Client:
             return None
         if isinstance(event, Disconnected):
             self._final = event
+            if threading.current_thread() is not self._thread:
+                self._done.wait()  # a moment: so that `closed` is true once the end is seen
         return event
 
     def events(self, timeout: float | None = None) -> Iterator[ClientEvent]:
@@ -781,8 +787,7 @@ class Client:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection has ended; True if it has."""
-        self._thread.join(timeout)
-        return self.closed
+        return self._done.wait(timeout)
 
     # --- The I/O thread ---------------------------------------------------------------------
 
@@ -798,7 +803,10 @@ class Client:
         except Exception as exc:  # a bug of ours: still end cleanly and say so
             reason = f"internal error in the client: {exc!r}"
         finally:
-            self._finish(reason, expected)
+            try:
+                self._finish(reason, expected)
+            finally:
+                self._done.set()
 
     def _loop(self) -> None:
         selector = selectors.DefaultSelector()

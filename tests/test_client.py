@@ -8,6 +8,7 @@ Every wait is bounded: futures with ``result(timeout)``, events with `next_of`.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import tracemalloc
@@ -571,6 +572,37 @@ def test_quit_gives_up_on_an_upload_the_server_stopped_reading(tmp_path: Path) -
             assert "'big.bin' was cut short" in end.reason
         finally:
             stop.set()
+
+
+class _AlarmError(Exception):
+    pass
+
+
+def test_a_signal_during_wait_closed_does_not_break_quit() -> None:
+    # A signal handler that raises (scripted mode's SIGTERM) while the main thread waits:
+    # with Thread.join, CPython then marks the running thread as stopped, and quit(timeout)
+    # returned at once without closing, so the end came only quit_timeout (5 s) later.
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        peer.wait_closed()  # reads quit, never closes
+
+    def alarm(signum: int, frame: object) -> None:
+        raise _AlarmError
+
+    with FakeServer(script) as fake:
+        client = connect(fake.url, "ana")
+        previous = signal.signal(signal.SIGALRM, alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(_AlarmError):
+                client.wait_closed()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        client.quit(timeout=0.5)
+        assert client.closed
+        end = client.next_event(0)
+        assert isinstance(end, Disconnected), "quit(timeout) returned before the end"
 
 
 def test_events_before_the_end_are_all_delivered() -> None:
