@@ -1,5 +1,6 @@
-"""The case registry (chatwire/conformance/registry.py): every case cites a real section and
-quotes the spec verbatim; ids are unique; --only / --skip select by id, wildcard or section."""
+"""The case registry (chatwire/conformance/registry.py): every case quotes, verbatim, a sentence of
+the section it cites, and that sentence carries the case's key word; ids are unique; --only /
+--skip select by id, wildcard or section (a case's own and the others it exercises)."""
 
 from __future__ import annotations
 
@@ -9,47 +10,118 @@ from pathlib import Path
 import pytest
 
 from chatwire.conformance import CLIENT, SERVER, Level
-from chatwire.conformance.registry import Case, Registry, SelectionError, matches, select
+from chatwire.conformance.registry import (
+    Case,
+    Registry,
+    Requirement,
+    SelectionError,
+    matches,
+    select,
+)
+from chatwire.conformance.wire import WIRE_REQUIREMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = (ROOT / "spec" / "protocol.md").read_text(encoding="utf-8")
+GUIDE = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
 ALL = SERVER.cases() + CLIENT.cases()
+
+#: The key words of each level (spec 1.1; "MUST NOT" contains "MUST", and so on).
+KEY_WORDS = {
+    Level.MUST: ("MUST", "REQUIRED", "SHALL"),
+    Level.SHOULD: ("SHOULD", "RECOMMENDED"),
+    Level.MAY: ("MAY", "OPTIONAL"),
+}
+
+#: Cases whose behaviour the spec states without a key word, so the sentence they quote cannot
+#: carry their level. docs/conformance.md lists the same cases ("Cases whose sentence has no
+#: key word"); each goes once the spec gains a key word for it.
+NO_KEY_WORD = {
+    "byte-by-byte": "2.1 states the byte stream without a key word",
+    "sizes-count-bytes": "2.8.1 says what a size counts without a key word",
+    "no-relay-before-login": "3.1.7: clients not logged in 'receive no relays'",
+    "nick-refused-keeps-old": "3.1.3: NE 'leaves ... the old nick in force'",
+    "nick-change-relays": "3.1.3: after NC 'the new nick is in force'",
+    "file-names": "3.1.7.1: name and data 'are exactly those the sender sent'",
+    "file-large": "2.8.8: data is 'relayed unchanged'",
+    "msg-text-exact": "3.1.7.2: text 'is exactly the text the sender sent'",
+    "login-malformed": "3.1.1: the server 'also answers NE' to a malformed first frame",
+    "list-order": "3.1.2 leaves the order 'unspecified' (MAY without the word)",
+    "client-logs-in-again": "8.1: a client 'opens a new connection'",
+    "client-list": "5.5: relays 'may arrive' between a request and its reply",
+    "client-nick-refused": "3.1.3: NE 'leaves the connection open'",
+    "client-nick-accepted": "3.1.3: after NC 'the new nick is in force'",
+    "client-tls-alpn": "A: servers 'MUST NOT require the client to offer' ALPN",
+}
 
 
 def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def _sections() -> set[str]:
-    found = set(re.findall(r"^#{2,5} (\d+(?:\.\d+)*)\.? ", SPEC, re.MULTILINE))
-    found |= set(re.findall(r"^## Appendix ([A-Z])\.", SPEC, re.MULTILINE))
-    return found
+_HEADING = re.compile(r"^#{2,5} (?:(\d+(?:\.\d+)*)\.? |Appendix ([A-Z])\.)", re.MULTILINE)
 
 
-@pytest.mark.parametrize("case", ALL, ids=lambda c: c.id)
-def test_every_case_quotes_its_spec_verbatim(case: Case) -> None:
-    spec = _flat(SPEC)
+def _section_texts() -> dict[str, str]:
+    """Each section's own text (up to the next heading of any level), flattened."""
+    heads = [(m.start(), m.group(1) or m.group(2)) for m in _HEADING.finditer(SPEC)]
+    ends = [start for start, _ in heads[1:]] + [len(SPEC)]
+    return {
+        number: _flat(SPEC[start:end]) for (start, number), end in zip(heads, ends, strict=True)
+    }
+
+
+SECTIONS = _section_texts()
+
+
+def _quoted_in(requirement: Requirement) -> None:
+    text = SECTIONS.get(requirement.section)
+    assert text is not None, f"no section {requirement.section} in the spec"
     position = 0
-    for part in case.requirement.split(" ... "):
+    for part in requirement.text.split(" ... "):
         fragment = part.strip()
-        found = spec.find(fragment, position)
-        assert found >= 0, f"{case.id}: {fragment!r} is not in spec/protocol.md"
+        found = text.find(fragment, position)
+        assert found >= 0, f"{fragment!r} is not in section {requirement.section} of the spec"
         position = found + len(fragment)
 
 
-@pytest.mark.parametrize("case", ALL, ids=lambda c: c.id)
-def test_every_case_cites_an_existing_section(case: Case) -> None:
-    assert case.section in _sections(), f"{case.id}: no section {case.section} in the spec"
+def _key_words(text: str, level: Level) -> list[str]:
+    return [w for w in KEY_WORDS[level] if re.search(rf"\b{w}\b", text)]
 
 
 @pytest.mark.parametrize("case", ALL, ids=lambda c: c.id)
-def test_levels_match_the_key_words_quoted(case: Case) -> None:
-    words = set(re.findall(r"\b(MUST|SHOULD|MAY)\b", case.requirement))
-    if case.level is Level.SHOULD:
-        assert "SHOULD" in words, case.id
-    if case.level is Level.MAY:
-        assert ("SHOULD" not in words and "MUST" not in words) or case.side == "client", case.id
+def test_every_case_quotes_the_section_it_cites_verbatim(case: Case) -> None:
+    _quoted_in(Requirement(case.section, case.requirement))
+
+
+@pytest.mark.parametrize("case", ALL, ids=lambda c: c.id)
+def test_every_quote_carries_the_key_word_of_the_case(case: Case) -> None:
+    found = _key_words(case.requirement, case.level)
+    if case.id in NO_KEY_WORD:
+        assert not found, f"{case.id} quotes {found}: take it off the exception list"
+    else:
+        assert found, f"{case.id} is {case.level.value} but quotes {case.requirement!r}"
     assert case.timeout > 0 and case.title
+
+
+def test_the_exceptions_are_documented_in_the_guide() -> None:
+    part = GUIDE.split("### Cases whose sentence has no key word", 1)[1].split("\n#", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", part, re.MULTILINE))
+    assert listed == set(NO_KEY_WORD)
+    assert set(NO_KEY_WORD) <= {case.id for case in ALL}
+
+
+@pytest.mark.parametrize("case", ALL, ids=lambda c: c.id)
+def test_every_case_cites_existing_sections(case: Case) -> None:
+    for section in case.sections:
+        assert section in SECTIONS, f"{case.id}: no section {section} in the spec"
+    assert case.section not in case.also, case.id
+
+
+@pytest.mark.parametrize("section", sorted(WIRE_REQUIREMENTS))
+def test_wire_failures_quote_a_must_sentence_of_their_section(section: str) -> None:
+    requirement = WIRE_REQUIREMENTS[section]
+    _quoted_in(requirement)
+    assert _key_words(requirement.text, Level.MUST), requirement
 
 
 def test_ids_are_unique_across_both_sides() -> None:
@@ -58,7 +130,7 @@ def test_ids_are_unique_across_both_sides() -> None:
 
 
 def test_coverage_of_the_spec_sections_the_issue_names() -> None:
-    sections = {case.section for case in SERVER.cases()}
+    sections = {section for case in SERVER.cases() for section in case.sections}
     for needed in (
         "2.2",
         "2.8.4",
@@ -96,16 +168,37 @@ def test_registry_refuses_bad_ids_and_duplicates() -> None:
 def test_selection_by_section_prefix_id_and_wildcard() -> None:
     cases = SERVER.cases()
     by_section = select(cases, ["3.1.7"])
-    assert {c.section for c in by_section} <= {"3.1.7", "3.1.7.1", "3.1.7.2"}
     assert "no-echo" in {c.id for c in by_section}
-    assert all(c.section.startswith("3.1.7") for c in by_section)
+    assert all(any(s.startswith("3.1.7") for s in c.sections) for c in by_section)
+    assert "msg-to-all-others" in {c.id for c in by_section}  # 5.3, also 3.1.7
     assert [c.id for c in select(cases, ["no-echo"])] == ["no-echo"]
     assert {c.id for c in select(cases, ["nick-*"])} >= {"nick-taken", "nick-accepted"}
     assert {c.id for c in select(cases, ["3.1.1,no-echo"])} >= {"login-taken", "no-echo"}
     skipped = select(cases, [], ["3.1", "malformed-*"])
-    assert skipped and not any(c.section.startswith("3.1") for c in skipped)
+    assert skipped and not any(s.startswith("3.1") for c in skipped for s in c.sections)
     assert not any(c.id.startswith("malformed-") for c in skipped)
     assert len(select(cases)) == len(cases)
+
+
+def test_a_section_selects_every_case_that_exercises_it() -> None:
+    # The guide's example: --only 3.1.4 is "files", whichever section a file case quotes.
+    files = {c.id for c in select(SERVER.cases(), ["3.1.4"])}
+    assert files >= {
+        "file-relay-bytes",
+        "largest-file-name",
+        "empty-file",
+        "file-to-all-others",
+        "file-names",
+        "file-store-and-forward",
+        "file-sender-drops",
+        "file-large",
+        "malformed-file-name",
+        "frames-not-interleaved",
+    }
+    assert "nick-taken" not in files
+    case = Case("x", "5.3", Level.MUST, "t", "r", lambda c: None, also=("3.1.4",))
+    assert matches(case, "3.1.4") and matches(case, "3.1") and matches(case, "5")
+    assert not matches(case, "3.1.7")
 
 
 def test_a_section_prefix_stops_at_a_dot() -> None:

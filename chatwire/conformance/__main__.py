@@ -183,6 +183,8 @@ def _print_cases(side: str | None, verbose: bool, out: TextIO) -> int:
             print(f"  {case.id:<30} {case.section:<8} {case.level.value:<6} {case.title}", file=out)
             if verbose:
                 print(f'  {"":<30} "{case.requirement}"', file=out)
+                if case.also:
+                    print(f"  {'':<30} also exercises: {', '.join(case.also)}", file=out)
     return 0
 
 

@@ -442,6 +442,7 @@ def client_first_frame_login(seen: Observations) -> None:
     MUST,
     "A sender MUST produce exactly this form.",
     title="every frame the client sent had the one correct form and was legal in its state",
+    also=("2.3", "2.7", "2.8", "4.3"),
 )
 def client_well_formed(seen: Observations) -> None:
     _violations(seen)
@@ -468,7 +469,7 @@ def client_waits_for_acc(seen: Observations) -> None:
     "client-silent-after-ne",
     "3.1.1",
     MUST,
-    "After `NE` the server MUST close the connection. The client MUST NOT send anything more on it",
+    "The client MUST NOT send anything more on it",
     title="nothing is sent on a connection after NE to its login",
 )
 def client_silent_after_ne(seen: Observations) -> None:
@@ -495,6 +496,7 @@ def client_logs_in_again(seen: Observations) -> None:
     MUST,
     "A client MUST accept a notice wherever a `msg-relay` is allowed",
     title="relays, files and notices right after ACC do not break the client",
+    also=("3.1.7", "5.5"),
 )
 def client_takes_relays(seen: Observations) -> None:
     _violations(seen)
@@ -553,11 +555,11 @@ def client_msg(seen: Observations) -> str:
 
 @CLIENT.case(
     "client-file",
-    "3.1.4",
+    "5.1",
     MUST,
-    "While sending the data the client sends nothing else (5.1): a file occupies the connection "
-    "until its last byte.",
+    "A peer MUST finish sending a frame, file data included, before it starts the next one.",
     title="the client sends a whole file frame (optional step)",
+    also=("3.1.4",),
 )
 def client_file(seen: Observations) -> str:
     _violations(seen)

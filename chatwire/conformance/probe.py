@@ -46,9 +46,17 @@ from typing import Any, TypeVar
 import chatwire as cw
 from chatwire.transport import Endpoint, connect, is_disconnect
 
-from .registry import Failed, Skipped
+from .registry import Failed, Requirement, Skipped
 from .vectors import load as load_vectors
-from .wire import canonical_head, describe, explain_header, message_name, render
+from .wire import (
+    EXACT_FORM,
+    broken_requirement,
+    canonical_head,
+    describe,
+    explain_header,
+    message_name,
+    render,
+)
 
 __all__ = [
     "CaseContext",
@@ -73,6 +81,12 @@ _EXPECTED_FORM = {
     "6.5": "whole frames: the stream ended inside one (spec 6.5)",
 }
 _KEEP_DATA = 1 << 20  # file data up to this size is kept for byte comparison; beyond, hashed
+#: What every case's setup relies on: a fresh, valid nick is accepted (spec 3.1.1).
+LOGIN_ACCEPTED = Requirement(
+    "3.1.1",
+    "It MUST answer `ACC` if and only if the nick is valid (2.8.3) and no logged-in client has "
+    "an equal nick (2.8.4).",
+)
 
 
 @dataclass
@@ -97,6 +111,10 @@ class KitOptions:
     timeout_scale: float = 1.0
     #: Directory of the spec's test vectors (``spec/vectors``), or ``None`` to look for it.
     vectors: str | None = None
+    #: Run every case even when the server does not answer (no login probe, no early stop).
+    keep_going: bool = False
+    #: Stop the run after this many cases in a row failed hearing nothing from the server.
+    stop_after: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +253,7 @@ class Probe:
             self.sock = connect(context.endpoint, timeout=context.timeout())
         except OSError as exc:
             raise Failed(
-                f"a connection to {context.endpoint.url}", f"cannot connect: {exc}"
+                f"a connection to {context.endpoint.url}", f"cannot connect: {exc}", setup=True
             ) from None
         self.conn = cw.Connection(cw.Role.CLIENT)
         self._mirror: cw.Connection | None = cw.Connection(cw.Role.SERVER)
@@ -293,6 +311,7 @@ class Probe:
                 "the server to keep reading what this client sends",
                 f"it stopped reading from {self.label}: a write did not complete in "
                 f"{self.context.timeout():.1f} s",
+                timed_out=True,
             ) from None
         except OSError as exc:
             if is_disconnect(exc):
@@ -317,6 +336,7 @@ class Probe:
                 raise Failed(
                     "the server to read the file being sent",
                     f"a write of file data did not complete in {self.context.timeout():.1f} s",
+                    timed_out=True,
                 ) from None
             self.bytes_out += len(part)
         if data:
@@ -447,6 +467,7 @@ class Probe:
                     "every server frame in the one form of spec 2.2 (no other bytes encode "
                     f"{describe(event)})",
                     f"received {render(raw)!s}; the correct bytes are {render(expected)!s}",
+                    requirement=EXACT_FORM,
                 )
                 self.trace.add(self.label, "<-", f"{render(raw)}  <-- not the form of spec 2.2")
                 break
@@ -489,6 +510,7 @@ class Probe:
         return Failed(
             _EXPECTED_FORM.get(exc.section or "", f"well-formed frames (spec {exc.section})"),
             actual,
+            requirement=broken_requirement(exc.section),
         )
 
     def _check(self) -> None:
@@ -510,7 +532,7 @@ class Probe:
                 )
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Failed(what, f"nothing within {limit:.1f} s ({self._seen()})")
+                raise Failed(what, f"nothing within {limit:.1f} s ({self._seen()})", timed_out=True)
             self._pump(left)
 
     def _seen(self) -> str:
@@ -600,7 +622,9 @@ class Probe:
             self._check()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Failed(what, f"still open after {limit:.1f} s ({self._seen()})")
+                raise Failed(
+                    what, f"still open after {limit:.1f} s ({self._seen()})", timed_out=True
+                )
             self._pump(left)
         self._check()
         return self.received[start:]
@@ -647,11 +671,6 @@ class Probe:
             raise Failed(what, str(frame))
         self.expect_close(f"the server to close the connection of {self.label} after NE")
 
-    def set_receive_buffer(self, size: int) -> None:
-        """Shrink the socket's receive buffer (a client that does not read fills up sooner)."""
-        with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-
 
 class CaseContext:
     """Everything one server case works with (see the module docstring)."""
@@ -690,6 +709,7 @@ class CaseContext:
             raise Failed(
                 "the case to finish within its timeout",
                 f"out of time after {time.monotonic() - self.started:.1f} s",
+                timed_out=True,
             )
         return min(wanted, left)
 
@@ -703,17 +723,35 @@ class CaseContext:
         return probe
 
     def login(self, nick: str | None = None, label: str | None = None) -> Probe:
-        """A new connection logged in as ``nick`` (a fresh one by default).
+        """A new connection logged in as ``nick`` (a fresh one by default): the setup of most
+        cases, so a failure here is the case's setup failing (`Failed.setup`), which a SHOULD
+        or MAY case reports as FAIL, not as a miss or an observation.
 
         Raises:
             Failed: the server did not answer ``ACC``.
         """
         nick = nick or self.nick()
-        probe = self.connect(label or nick)
-        frame = probe.login(nick)
+        what = f"ACC to the login of the free, valid nick {nick!r}"
+        probe = self.connect(label or nick)  # raises a setup failure of its own
+        try:
+            frame = probe.login(nick)
+        except Failed as exc:
+            raise Failed(
+                exc.expected,
+                exc.actual,
+                requirement=exc.requirement or LOGIN_ACCEPTED,
+                setup=True,
+                timed_out=exc.timed_out,
+            ) from None
         if not isinstance(frame.event, cw.Accepted):
-            raise Failed(f"ACC to the login of the free, valid nick {nick!r}", str(frame))
+            raise Failed(what, str(frame), requirement=LOGIN_ACCEPTED, setup=True)
         return probe
+
+    def heard(self) -> bool:
+        """True once any connection of the case received a byte or the end of the stream."""
+        with self._lock:
+            probes = list(self.probes)
+        return any(probe.bytes_in or probe.eof for probe in probes)
 
     def crowd(self, count: int) -> list[Probe]:
         """``count`` logged-in clients."""

@@ -2,12 +2,19 @@
 
 Rules (after irctest's ``cases.mark_specifications`` and h2spec's section ids):
 
-- Every case names the section of ``spec/protocol.md`` it checks and quotes the sentence that
-  requires the behaviour, verbatim (``tests/test_conformance_registry.py`` checks that every
-  quotation appears in the spec). The quotation is what the report shows next to a failure.
+- Every case quotes, verbatim, the sentence of ``spec/protocol.md`` that requires the behaviour,
+  and names the section that holds that sentence. The sentence carries the case's key word
+  (spec 1.1): a MUST case quotes a MUST (or MUST NOT) sentence, a SHOULD case a SHOULD sentence,
+  a MAY case a MAY sentence. ``tests/test_conformance_registry.py`` checks all three, with a
+  short, documented list of cases whose behaviour the spec states without a key word. The
+  quotation is what the report shows next to a failure.
+- A case may also name the other sections it exercises (``also``): ``--only 3.1.4`` selects
+  every case that sends or checks a file, not only those that quote 3.1.4.
 - Every case has a level, which decides what its failure means (Autobahn's verdict scheme):
   ``MUST`` failures fail the run; ``SHOULD`` misses are reported as non-strict; ``MAY`` cases
-  observe behaviour the spec leaves open and are only informational.
+  observe behaviour the spec leaves open and are only informational. A failure that is not
+  the case's own (the server broke a MUST requirement the case relies on: a malformed frame,
+  a login not answered) fails the run whatever the case's level.
 - Every case has a timeout: the runner gives up on a case that takes longer, reports it failed
   and goes on with the next one.
 
@@ -34,6 +41,7 @@ __all__ = [
     "Failed",
     "Level",
     "Registry",
+    "Requirement",
     "SelectionError",
     "Skipped",
     "matches",
@@ -49,18 +57,49 @@ class Level(enum.Enum):
     MAY = "MAY"  # left open by the spec: the case only reports what it saw
 
 
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One sentence of the spec, quoted verbatim, and the section that holds it."""
+
+    section: str
+    text: str
+
+
 class Failed(Exception):  # noqa: N818 - a verdict, not an error of the kit
     """The implementation did not do what the case requires.
 
     Args:
         expected: what the spec requires, in a few words (the report's "Expected" line).
         actual: what happened instead (the report's "Actual" line).
+        requirement: the MUST requirement that failed, when it is not the case's own (a
+            refused frame breaks spec 2.2 whatever the case checks; a login the case needs
+            was not answered). Such a failure is FAIL whatever the case's level.
+        setup: the case could not get to what it checks (no connection, no ACC): FAIL
+            whatever the case's level, never a SHOULD miss or an observation.
+        timed_out: nothing happened within the wait (the runner stops a run after several
+            cases in a row got nothing at all from the server).
     """
 
-    def __init__(self, expected: str, actual: str) -> None:
+    def __init__(
+        self,
+        expected: str,
+        actual: str,
+        *,
+        requirement: Requirement | None = None,
+        setup: bool = False,
+        timed_out: bool = False,
+    ) -> None:
         super().__init__(f"expected {expected}; actual: {actual}")
         self.expected = expected
         self.actual = actual
+        self.requirement = requirement
+        self.setup = setup
+        self.timed_out = timed_out
+
+    @property
+    def foreign(self) -> bool:
+        """True when this is not the case's own check failing (see ``requirement``, ``setup``)."""
+        return self.requirement is not None or self.setup
 
 
 class Skipped(Exception):  # noqa: N818 - a verdict, not an error of the kit
@@ -79,13 +118,16 @@ class Case:
 
     Attributes:
         id: unique kebab-case name, stable across versions (used by ``--only`` and in reports).
-        section: the spec section checked (``"3.1.4"``); ``--only 3.1`` selects it.
-        level: `Level` of the requirement.
+        section: the spec section that holds the quoted sentence (``"3.1.4"``).
+        level: `Level` of the requirement: the key word of the quoted sentence.
         title: one line saying what the case does.
-        requirement: the spec's own sentence, quoted verbatim.
+        requirement: the spec's own sentence, quoted verbatim (`` ... `` joins parts of one
+            section that are quoted in order).
         run: the function (see the module docstring).
         timeout: seconds after which the runner gives up and fails the case.
         side: ``"server"`` or ``"client"``: which kind of implementation it checks.
+        also: the other sections the case exercises; ``--only`` and ``--skip`` match them
+            like ``section``.
     """
 
     id: str
@@ -96,6 +138,12 @@ class Case:
     run: CaseFunction = field(repr=False, compare=False)
     timeout: float = 10.0
     side: str = "server"
+    also: tuple[str, ...] = ()
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """``section`` first, then ``also``."""
+        return (self.section, *self.also)
 
 
 class Registry:
@@ -114,6 +162,7 @@ class Registry:
         *,
         title: str,
         timeout: float = 10.0,
+        also: Sequence[str] = (),
     ) -> Callable[[CaseFunction], CaseFunction]:
         """Register the decorated function as a case (see `Case` for the arguments).
 
@@ -124,8 +173,9 @@ class Registry:
             raise ValueError(f"case id {id!r} is not kebab-case")
         if id in self._cases:
             raise ValueError(f"duplicate case id {id!r}")
-        if not _SECTION.fullmatch(section):
-            raise ValueError(f"case {id}: {section!r} is not a spec section number")
+        for number in (section, *also):
+            if not _SECTION.fullmatch(number):
+                raise ValueError(f"case {id}: {number!r} is not a spec section number")
 
         def register(function: CaseFunction) -> CaseFunction:
             self._cases[id] = Case(
@@ -137,6 +187,7 @@ class Registry:
                 run=function,
                 timeout=timeout,
                 side=self.side,
+                also=tuple(also),
             )
             return function
 
@@ -159,10 +210,12 @@ class SelectionError(ValueError):
 
 def matches(case: Case, pattern: str) -> bool:
     """True if ``pattern`` selects ``case``: its id (shell wildcards allowed, ``nick-*``), or
-    its section or a parent section (``3.1`` selects 3.1, 3.1.4 and 3.1.7.1, not 3.10)."""
+    one of its sections (`Case.sections`) or a parent section of one (``3.1`` selects 3.1,
+    3.1.4 and 3.1.7.1, not 3.10)."""
     pattern = pattern.strip()
-    if case.section == pattern or case.section.startswith(pattern + "."):
-        return True
+    for section in case.sections:
+        if section == pattern or section.startswith(pattern + "."):
+            return True
     return fnmatch.fnmatchcase(case.id, pattern)
 
 

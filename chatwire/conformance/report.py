@@ -10,14 +10,16 @@ FAIL       a MUST requirement does not hold, or the case timed out      yes
 NON-STRICT a SHOULD requirement does not hold                           no
 INFO       a MAY case: the report says what the implementation does     no
 SKIP       the case could not run here (option not given, transport)    no
+NOT-RUN    the run stopped before the case (the server stopped answering) yes
 ERROR      the kit itself broke (a bug in the kit: please report it)    yes
 ========== ============================================================ =====================
 
 The terminal report prints one row per case as it finishes (id, section, level, verdict); a
-FAIL, NON-STRICT or ERROR row is followed by the requirement quoted from the spec, Expected /
-Actual (h2spec's layout) and the last frames exchanged. A summary line ends the report:
-``N passed, N failed, N skipped`` and, when there are any, the non-strict, informational and
-error counts. `exit_status` is 1 when any MUST case failed or any case errored, else 0.
+FAIL, NON-STRICT or ERROR row is followed by the requirement quoted from the spec (the one that
+failed: a refused frame breaks spec 2.2 whatever the case checks), Expected / Actual (h2spec's
+layout) and the last frames exchanged. A summary line ends the report: ``N passed, N failed,
+N skipped`` and, when there are any, the non-strict, informational, not-run and error counts.
+`exit_status` is 1 when any MUST requirement failed, a case errored or was not run, else 0.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any, TextIO
 
 from chatwire import __version__
 
-from .registry import Case
+from .registry import Case, Requirement
 
 __all__ = [
     "Result",
@@ -53,6 +55,7 @@ class Verdict(enum.Enum):
     NON_STRICT = "NON-STRICT"
     INFO = "INFO"
     SKIP = "SKIP"
+    NOT_RUN = "NOT-RUN"
     ERROR = "ERROR"
 
 
@@ -69,14 +72,27 @@ class Result:
     note: str = ""
     #: The last frames exchanged, as trace lines (kept for failures).
     frames: list[str] = field(default_factory=list)
+    #: The requirement that failed, when it is not the case's own (a refused frame: spec 2.2).
+    failed: Requirement | None = None
+    #: The case failed without a single byte or close from the server (see the runner).
+    silent: bool = field(default=False, repr=False)
+
+    @property
+    def requirement(self) -> Requirement:
+        """The requirement this result is about: the one that failed, else the case's."""
+        if self.failed is not None:
+            return self.failed
+        return Requirement(self.case.section, self.case.requirement)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.case.id,
             "section": self.case.section,
+            "also": list(self.case.also),
             "level": self.case.level.value,
             "title": self.case.title,
-            "requirement": self.case.requirement,
+            "requirement": self.requirement.text,
+            "requirement_section": self.requirement.section,
             "verdict": self.verdict.value,
             "duration": round(self.duration, 3),
             "expected": self.expected,
@@ -96,6 +112,12 @@ class Run:
     started: float = field(default_factory=time.time)
     duration: float = 0.0
 
+    @property
+    def stopped(self) -> str:
+        """Why the run stopped before its last case ("" if it did not): the cases left are
+        NOT-RUN results, each noting the reason."""
+        return next((r.note for r in self.results if r.verdict is Verdict.NOT_RUN), "")
+
     def counts(self) -> Counter[Verdict]:
         return Counter(result.verdict for result in self.results)
 
@@ -110,13 +132,14 @@ class Run:
             "duration": round(self.duration, 3),
             "summary": {verdict.value: counts.get(verdict, 0) for verdict in Verdict},
             "passed": exit_status(self.results) == 0,
+            "stopped": self.stopped,
             "results": [result.as_dict() for result in self.results],
         }
 
 
 def exit_status(results: Sequence[Result]) -> int:
-    """1 if a MUST case failed (or the kit errored), else 0."""
-    bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR) for r in results)
+    """1 if a MUST requirement failed, the kit errored or a case was not run, else 0."""
+    bad = any(r.verdict in (Verdict.FAIL, Verdict.ERROR, Verdict.NOT_RUN) for r in results)
     return 1 if bad else 0
 
 
@@ -132,6 +155,8 @@ def summary_line(results: Sequence[Result]) -> str:
         parts.append(f"{counts[Verdict.NON_STRICT]} non-strict")
     if counts[Verdict.INFO]:
         parts.append(f"{counts[Verdict.INFO]} informational")
+    if counts[Verdict.NOT_RUN]:
+        parts.append(f"{counts[Verdict.NOT_RUN]} not run")
     if counts[Verdict.ERROR]:
         parts.append(f"{counts[Verdict.ERROR]} errors")
     return ", ".join(parts)
@@ -162,7 +187,7 @@ def format_result(result: Result, *, details: bool = True) -> list[str]:
     """The lines of one case in the terminal report."""
     case = result.case
     row = f"  {case.id:<{ID_WIDTH}} {case.section:<8} {case.level.value:<6} {result.verdict.value}"
-    if result.verdict is Verdict.SKIP and result.note:
+    if result.verdict in (Verdict.SKIP, Verdict.NOT_RUN) and result.note:
         row += f"  ({result.note})"
     lines = [row]
     if result.verdict is Verdict.INFO and result.note:
@@ -170,7 +195,8 @@ def format_result(result: Result, *, details: bool = True) -> list[str]:
     if not details or result.verdict not in (Verdict.FAIL, Verdict.NON_STRICT, Verdict.ERROR):
         return lines
     lines += _wrap("      Case:        ", case.title)
-    lines += _wrap("      Requirement: ", f'"{case.requirement}" (spec {case.section})')
+    requirement = result.requirement
+    lines += _wrap("      Requirement: ", f'"{requirement.text}" (spec {requirement.section})')
     lines += _wrap("      Expected:    ", result.expected)
     lines += _wrap("      Actual:      ", result.actual)
     if result.frames:
@@ -193,11 +219,17 @@ def print_footer(stream: TextIO, run: Run) -> None:
     if failed:
         print("Failures (MUST):", file=stream)
         for result in failed:
-            print(f"  {result.case.id} (spec {result.case.section}): {result.actual}", file=stream)
+            section = result.requirement.section
+            print(f"  {result.case.id} (spec {section}): {result.actual}", file=stream)
     if non_strict:
         print("Non-strict (SHOULD):", file=stream)
         for result in non_strict:
-            print(f"  {result.case.id} (spec {result.case.section}): {result.actual}", file=stream)
+            section = result.requirement.section
+            print(f"  {result.case.id} (spec {section}): {result.actual}", file=stream)
+    if run.stopped:
+        not_run = sum(1 for r in run.results if r.verdict is Verdict.NOT_RUN)
+        print(f"Stopped: {run.stopped}", file=stream)
+        print(f"  {not_run} cases not run (--keep-going runs every case anyway)", file=stream)
     print(f"{summary_line(run.results)} in {run.duration:.2f} s", file=stream)
 
 
@@ -210,14 +242,15 @@ def write_json(path: str, run: Run) -> None:
 
 def write_junit(path: str, run: Run) -> None:
     """The run as JUnit XML: one testcase per case; FAIL and ERROR are failures and errors,
-    SKIP is skipped, NON-STRICT and INFO pass with their text in ``system-out``."""
+    NOT-RUN an error (the run did not finish), SKIP is skipped, NON-STRICT and INFO pass with
+    their text in ``system-out``."""
     counts = run.counts()
     suite = ET.Element(
         "testsuite",
         name=f"chatwire-conformance {run.mode}",
         tests=str(len(run.results)),
         failures=str(counts.get(Verdict.FAIL, 0)),
-        errors=str(counts.get(Verdict.ERROR, 0)),
+        errors=str(counts.get(Verdict.ERROR, 0) + counts.get(Verdict.NOT_RUN, 0)),
         skipped=str(counts.get(Verdict.SKIP, 0)),
         time=f"{run.duration:.3f}",
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.started)),
@@ -232,9 +265,10 @@ def write_junit(path: str, run: Run) -> None:
             name=case.id,
             time=f"{result.duration:.3f}",
         )
+        requirement = result.requirement
         text = "\n".join(
             [
-                f"{case.level.value}: {case.requirement} (spec {case.section})",
+                f"{case.level.value}: {requirement.text} (spec {requirement.section})",
                 f"Expected: {result.expected}" if result.expected else "",
                 f"Actual: {result.actual}" if result.actual else "",
                 *result.frames,
@@ -244,6 +278,9 @@ def write_junit(path: str, run: Run) -> None:
             ET.SubElement(element, "failure", message=result.actual, type="MUST").text = text
         elif result.verdict is Verdict.ERROR:
             ET.SubElement(element, "error", message=result.actual, type="kit").text = text
+        elif result.verdict is Verdict.NOT_RUN:
+            message = f"not run: {result.note}"
+            ET.SubElement(element, "error", message=message, type="not-run").text = message
         elif result.verdict is Verdict.SKIP:
             ET.SubElement(element, "skipped", message=result.note)
         elif result.verdict in (Verdict.NON_STRICT, Verdict.INFO):

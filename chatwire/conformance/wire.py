@@ -13,6 +13,9 @@ Rules:
 - `explain_header` says in words what makes a 10-byte header wrong (NUL padding, right
   alignment, a leading zero...), so a failure reads "padded with NUL bytes" rather than only
   "malformed (spec 2.3)".
+- `broken_requirement` names the MUST sentence a refused frame breaks, by the section the
+  decoder cites: a NUL-padded relay fails spec 2.2 ("A sender MUST produce exactly this
+  form."), whatever the case that received it was checking.
 """
 
 from __future__ import annotations
@@ -21,13 +24,55 @@ import re
 
 import chatwire as cw
 
+from .registry import Requirement
+
 __all__ = [
+    "EXACT_FORM",
+    "broken_requirement",
     "canonical_head",
     "describe",
     "explain_header",
     "message_name",
     "render",
 ]
+
+#: Spec 2.2: the one byte form of every header.
+EXACT_FORM = Requirement("2.2", "A sender MUST produce exactly this form.")
+_RECEIVER_CHECKS = Requirement(
+    "2.3",
+    "A receiver MUST check every header against the grammar, the table and its state, and MUST "
+    "treat any other header as malformed (section 6).",
+)
+_MALFORMED_PAYLOAD = Requirement(
+    "6.1",
+    "A receiver MUST treat as malformed: ... a file name that breaks 2.8.5, a `user_list` that "
+    "breaks 2.8.7, a `file-relay` with an empty sender;",
+)
+#: The decoder's section -> the MUST sentence a frame refused for it breaks (each quoted
+#: verbatim from its section; tests/test_conformance_registry.py checks them).
+WIRE_REQUIREMENTS: dict[str, Requirement] = {
+    "2.3": EXACT_FORM,  # the header's form: padding, separators, digits
+    "2.6": _RECEIVER_CHECKS,  # a header the table does not allow in this direction
+    "4.3": _RECEIVER_CHECKS,  # a frame not allowed in the state: unasked reply, early relay
+    "2.7": Requirement("2.7", "A sender MUST NOT send a size outside its range."),
+    "2.8.2": Requirement(
+        "2.8.2", "A receiver MUST treat a payload that is not valid UTF-8 as malformed."
+    ),
+    "2.8.5": _MALFORMED_PAYLOAD,
+    "2.8.7": _MALFORMED_PAYLOAD,
+    "3.1.7.1": Requirement("3.1.7.1", "`nick_size` MUST NOT be 0: a file always has a sender."),
+    "6.5": Requirement(
+        "6.1",
+        "A receiver MUST treat as malformed: ... a stream that ends inside a frame, except in "
+        "state `QUIT` (6.5).",
+    ),
+}
+
+
+def broken_requirement(section: str | None) -> Requirement:
+    """The MUST requirement broken by a frame the decoder refused citing ``section``."""
+    return WIRE_REQUIREMENTS.get(section or "", _RECEIVER_CHECKS)
+
 
 _CODES = ("ACC", "NE", "NC", "list", "nick", "file", "msg", "quit")
 _TOKEN = re.compile(rb"[^\s\x00]+")
