@@ -18,15 +18,29 @@ network is shown through `chatclient.display` (spec 8.5).
 
 The nick prompt follows the paper (spec 8.1): on ``NE`` it says the nick is taken and asks
 again, and the next try is a new connection (`chatclient.client.connect` opens one each time).
+
+Leaving. ``/quit``, Ctrl-D, and Ctrl-C on an empty line quit (exit code 0); Ctrl-C on a line
+being typed only clears it. Quitting waits for the files being sent (and says so); a second
+Ctrl-C then aborts them (exit code 130), and a server that stopped reading is given up on after
+``quit_timeout`` seconds without progress (`chatclient.client.Client.quit`). SIGTERM and
+SIGHUP (the terminal was closed) leave at once: ``quit`` is sent if nothing is queued before
+it, the connection is closed within `SIGNAL_QUIT_TIMEOUT` seconds, and a file being received is
+removed. If the server ends the connection while a line is being typed, the line is printed, so
+that it can be copied and sent again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 from prompt_toolkit import PromptSession, print_formatted_text
@@ -34,6 +48,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Path
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.shortcuts import clear
 from prompt_toolkit.styles import Style
@@ -82,7 +97,12 @@ from .display import (
     timestamp,
 )
 
-__all__ = ["STYLE", "ChatUI", "CommandCompleter", "run"]
+__all__ = ["SIGNAL_QUIT_TIMEOUT", "STYLE", "ChatUI", "CommandCompleter", "run"]
+
+#: Seconds a SIGTERM or SIGHUP leaves for the server to close after ``quit`` before we close.
+SIGNAL_QUIT_TIMEOUT = 1.0
+#: Seconds between redraws of the toolbar while files are moving (rates, "stalled").
+_TICK = 0.5
 
 STYLE = Style.from_dict(
     {
@@ -122,6 +142,24 @@ class CommandCompleter(Completer):
             )
 
 
+@dataclass(slots=True)
+class _Transfer:
+    """A file shown in the toolbar. Times are the UI's own ``time.monotonic()``, so the rate
+    and "stalled" are computed at each redraw, not frozen at the last progress event."""
+
+    direction: str  # "in" or "out"
+    name: str
+    size: int
+    done: int = 0
+    started: float | None = None  # None: an upload still queued behind another
+    changed: float = 0.0  # when ``done`` last grew (or the transfer appeared)
+
+    def text(self, now: float) -> str:
+        if self.started is None:
+            return f"{human_size(self.size)}, queued"
+        return progress_text(self.done, self.size, now - self.started, idle=now - self.changed)
+
+
 class ChatUI:
     """One run of the terminal client. `run` does it all."""
 
@@ -146,13 +184,18 @@ class ChatUI:
         self._session: PromptSession[str] | None = None
         self._ended: Disconnected | None = None
         self._ended_flag = asyncio.Event()
-        # Transfers in progress, shown in the toolbar: (direction, name) -> last progress.
-        self._transfers: dict[tuple[str, str], FileProgress] = {}
+        # Transfers in progress, shown in the toolbar, by transfer number (names may repeat).
+        self._transfers: dict[int, _Transfer] = {}
+        self._status: int | None = None  # an exit code decided locally (a second Ctrl-C)
+        self._signalled = ""  # the name of a SIGTERM or SIGHUP received
+        self._unsent = ""  # the line being typed when the connection ended
 
     # --- Output -----------------------------------------------------------------------------
 
     def show(self, fragments: Fragments) -> None:
         """Print one line above the prompt, with a timestamp."""
+        if self._signalled == "SIGHUP":
+            return  # the terminal is gone: writing to it fails or blocks
         print_formatted_text(
             FormattedText([("class:time", timestamp() + " "), *fragments]),
             style=STYLE,
@@ -173,16 +216,48 @@ class ChatUI:
         if not self._transfers:
             return FormattedText([("", " /help: commands   Tab: complete   Ctrl-D: quit ")])
         parts: Fragments = []
-        for (direction, name), progress in self._transfers.items():
-            arrow = "↓" if direction == "in" else "↑"
-            text = progress_text(progress.done, progress.size, progress.elapsed)
-            parts.append(("", f" {arrow} {escape(name)} {text} "))
+        now = time.monotonic()
+        for transfer in self._transfers.values():
+            arrow = "↓" if transfer.direction == "in" else "↑"
+            parts.append(("", f" {arrow} {escape(transfer.name)} {transfer.text(now)} "))
         return FormattedText(parts)
+
+    def _key_bindings(self) -> KeyBindings:
+        bindings = KeyBindings()
+
+        @bindings.add("c-c")
+        def _interrupt(event: KeyPressEvent) -> None:
+            # Ctrl-C clears a line being typed; on an empty line it quits like /quit.
+            buffer = event.app.current_buffer
+            if buffer.text:
+                buffer.reset()
+            else:
+                event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
+
+        return bindings
+
+    async def _tick(self) -> None:
+        # Redraw the toolbar while files move: the rate and "stalled" depend on the time now.
+        while self._ended is None:
+            await asyncio.sleep(_TICK)
+            session = self._session
+            if self._transfers and session is not None and session.app.is_running:
+                session.app.invalidate()
 
     # --- Running ----------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Ask for a nick, log in, chat until /quit or the end of the connection."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        try:
+            return await self._run()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+
+    async def _run(self) -> int:
         try:
             client = await self._log_in()
         except KeyboardInterrupt:
@@ -190,19 +265,41 @@ class ChatUI:
         if client is None:
             return ExitCode.ERROR if self._ended is not None else ExitCode.OK
         self._client = client
+        if self._signalled:  # arrived while logging in
+            self._on_signal(0)
         try:
             return await self._chat(client)
         finally:
-            client.close()
+            client.close()  # a file being received is removed (spec 8.4)
+
+    def _on_signal(self, signum: int) -> None:
+        """SIGTERM or SIGHUP: leave at once (see the module docstring)."""
+        if signum:
+            self._signalled = signal.Signals(signum).name
+        client = self._client
+        if client is not None:
+            # quit() blocks (up to the limit): not on the loop, which must keep running.
+            threading.Thread(
+                target=client.quit,
+                kwargs={"timeout": SIGNAL_QUIT_TIMEOUT},
+                name="chatclient-ui-signal",
+                daemon=True,
+            ).start()
+        session = self._session
+        if session is not None and session.app.is_running and not session.app.is_done:
+            session.app.exit(result="")
 
     async def _log_in(self) -> Client | None:
         session: PromptSession[str] = PromptSession(style=STYLE, color_depth=self._depth)
+        self._session = session  # so that a signal can end the prompt
         nick = self._nick
         while True:
             if nick is None:
                 try:
                     nick = (await session.prompt_async("nick: ")).strip()
                 except EOFError:
+                    return None
+                if self._signalled:
                     return None
             problem = nick_error(nick)
             if problem is not None:
@@ -251,21 +348,39 @@ class ChatUI:
             history=InMemoryHistory(),
             bottom_toolbar=self._toolbar,
             erase_when_done=True,  # the line comes back as a timestamped echo
+            key_bindings=self._key_bindings(),
             style=STYLE,
             color_depth=self._depth,
         )
         self._session = session
-        while self._ended is None:
-            try:
-                line = await session.prompt_async(self._prompt, pre_run=self._exit_if_ended)
-            except (EOFError, KeyboardInterrupt):
-                line = "/quit"
-            if self._ended is not None:
-                break
-            if not await self._command(client, line or ""):
-                break
-        await self._ended_flag.wait()
+        ticker = asyncio.create_task(self._tick())
+        try:
+            while self._ended is None and not self._signalled:
+                interrupted = False
+                try:
+                    line = await session.prompt_async(self._prompt, pre_run=self._exit_if_ended)
+                except KeyboardInterrupt:  # Ctrl-C on an empty line
+                    line, interrupted = "/quit", True
+                except EOFError:  # Ctrl-D on an empty line
+                    line = "/quit"
+                except OSError as exc:  # EIO: the terminal was closed (SIGHUP is on its way)
+                    if exc.errno != errno.EIO and not self._signalled:
+                        raise
+                    self._on_signal(signal.SIGHUP)
+                    break
+                if self._ended is not None or self._signalled:
+                    break
+                if not await self._command(client, line or "", interrupted=interrupted):
+                    break
+            if self._unsent:
+                self.error("the connection ended before this line was sent; here it is to copy:")
+                self.show(escape_fragments(self._unsent, multiline=True))
+            await self._ended_flag.wait()
+        finally:
+            ticker.cancel()
         assert self._ended is not None
+        if self._status is not None:
+            return self._status
         return ExitCode.OK if self._ended.expected else ExitCode.ERROR
 
     def _exit_if_ended(self) -> None:
@@ -273,14 +388,23 @@ class ChatUI:
         if self._ended is not None and self._session is not None:
             self._session.app.exit(result="")
 
-    async def _command(self, client: Client, line: str) -> bool:
-        """Do what ``line`` says; False to stop."""
+    async def _command(self, client: Client, line: str, *, interrupted: bool = False) -> bool:
+        """Do what ``line`` says; False to stop. ``interrupted``: it is a Ctrl-C's /quit."""
         command = parse(line)
         try:
             if command is None:
                 pass
             elif isinstance(command, Say):
-                client.send_text(command.text)
+                try:
+                    client.send_text(command.text)
+                except LocalProtocolError as exc:
+                    # Bytes that are not UTF-8 typed in a terminal of another encoding arrive
+                    # as lone surrogates (prompt_toolkit reads with surrogateescape).
+                    self.error(
+                        f"not sent: {exc}; is the terminal set to UTF-8? The line was: "
+                        + escape(command.text, multiline=True)
+                    )
+                    return True
                 self.show(
                     [
                         ("", "<"),
@@ -305,7 +429,7 @@ class ChatUI:
             elif isinstance(command, Clear):
                 clear()
             elif isinstance(command, Quit):
-                await asyncio.to_thread(client.quit)
+                await self._quit(client, interrupted=interrupted)
                 return False
             elif isinstance(command, Problem):
                 self.error(command.message)
@@ -313,10 +437,33 @@ class ChatUI:
             pass  # the connection is over; its Disconnected event says why
         return True
 
+    async def _quit(self, client: Client, *, interrupted: bool) -> None:
+        """Quit; while files are still being sent, say so and let Ctrl-C abort them."""
+        sending = [t.name for t in self._transfers.values() if t.direction == "out"]
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGINT)
+        if sending:
+            # Between prompts the terminal is in cooked mode: Ctrl-C is a SIGINT.
+            loop.add_signal_handler(signal.SIGINT, self._abort, client)
+            names = ", ".join(escape(name) for name in sending)
+            again = "again " if interrupted else ""
+            self.info(f"waiting for {names} to finish sending; press Ctrl-C {again}to abort")
+        try:
+            await asyncio.to_thread(client.quit)
+        finally:
+            if sending:
+                loop.remove_signal_handler(signal.SIGINT)
+                if previous is not None:  # back to asyncio.run's own handler
+                    signal.signal(signal.SIGINT, previous)
+
+    def _abort(self, client: Client) -> None:
+        self._status = ExitCode.INTERRUPTED
+        client.close()  # quick: the I/O thread only has to notice; the file is cut short
+
     def _send_file(self, client: Client, typed: str) -> None:
         path = Path(os.path.expanduser(typed))
         try:
-            client.send_file(path)
+            future = client.send_file(path)
         except OSError as exc:
             self.error(f"cannot send {typed}: {exc.strerror or exc}")
             return
@@ -325,22 +472,41 @@ class ChatUI:
             return
         size = path.stat().st_size
         self.info(f"sending {path.name} ({human_size(size)})")
-        self._transfers[("out", path.name)] = FileProgress(
-            direction="out", name=path.name, done=0, size=size, elapsed=0.0
+        self._transfers[future.transfer] = _Transfer(
+            "out", path.name, size, changed=time.monotonic()
         )
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(
+            lambda done: loop.call_soon_threadsafe(self._upload_over, done, future.transfer)
+        )
+
+    def _upload_over(self, future: Future[int], transfer: int) -> None:
+        # A file refused when its turn came (or cut short) sends no FileSent: drop it here.
+        if future.cancelled() or future.exception() is not None:
+            self._transfers.pop(transfer, None)
+
+    def _progress(self, event: FileProgress) -> None:
+        now = time.monotonic()
+        transfer = self._transfers.get(event.transfer)
+        if transfer is None:
+            transfer = _Transfer(event.direction, event.name, event.size, changed=now)
+            self._transfers[event.transfer] = transfer
+        if transfer.started is None:
+            transfer.started = now - event.elapsed
+        if event.done > transfer.done:
+            transfer.done, transfer.changed = event.done, now
 
     def _on_event(self, event: ClientEvent) -> None:
         # On the loop's thread, in the order the client produced the events.
         if isinstance(event, FileProgress):
-            self._transfers[(event.direction, event.name)] = event
+            self._progress(event)
         elif isinstance(event, FileIncoming):
-            self._transfers[("in", event.name)] = FileProgress(
-                direction="in", name=event.name, done=0, size=event.size, elapsed=0.0
+            now = time.monotonic()
+            self._transfers[event.transfer] = _Transfer(
+                "in", event.name, event.size, started=now, changed=now
             )
-        elif isinstance(event, FileSaved | FileDiscarded):
-            self._transfers.pop(("in", event.name), None)
-        elif isinstance(event, FileSent):
-            self._transfers.pop(("out", event.name), None)
+        elif isinstance(event, FileSaved | FileDiscarded | FileSent):
+            self._transfers.pop(event.transfer, None)
         if not isinstance(event, FileProgress):
             self.show(event_fragments(event))
         if isinstance(event, Disconnected):
@@ -354,6 +520,7 @@ class ChatUI:
     def _exit_if_ended_now(self) -> None:
         session = self._session
         if session is not None and session.app.is_running and not session.app.is_done:
+            self._unsent = session.default_buffer.text  # printed once the prompt is gone
             session.app.exit(result="")
 
 

@@ -10,6 +10,7 @@ nothing from the network reached the terminal raw), and waits for conditions wit
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -250,6 +251,14 @@ class Terminal:
 
     def send(self, text: str) -> None:
         self.child.send(text)
+
+    def send_bytes(self, data: bytes) -> None:
+        """Type raw bytes, such as a Latin-1 terminal sends for "é" (not UTF-8)."""
+        os.write(self.child.child_fd, data)
+
+    def kill(self, signum: int) -> None:
+        """Send ``signum`` to the program (SIGHUP is what closing a terminal window sends)."""
+        self.child.kill(signum)
 
     def wait_exit(self, timeout: float = 15.0) -> int:
         """Wait for the program to end; its exit status."""

@@ -10,8 +10,11 @@ in the toolbar both ways, the server closing, and clean exits. HOME is a tempora
 from __future__ import annotations
 
 import os
+import re
+import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,13 +39,14 @@ def home(tmp_path: Path) -> Path:
 def spawn(home: Path, tmp_path: Path) -> Iterator:
     terminals: list[Terminal] = []
 
-    def start(*args: str, cols: int = 160) -> Terminal:
+    def start(*args: str, cols: int = 160, extra_env: dict[str, str] | None = None) -> Terminal:
         env = {
             key: value
             for key, value in os.environ.items()
             if key not in ("PROMPT_TOOLKIT_NO_CPR", "NO_COLOR", "COLUMNS", "LINES")
         }
         env.update(HOME=str(home), TERM="xterm-256color", LANG="C.UTF-8", PYTHONUTF8="1")
+        env.update(extra_env or {})
         terminal = Terminal(
             [sys.executable, "-m", "chatclient", *args], env=env, cwd=str(tmp_path), cols=cols
         )
@@ -202,6 +206,24 @@ def test_receiving_files_sanitised_and_never_overwritten(server, spawn, home: Pa
     assert not (home / ".bashrc").exists()
 
 
+# "1.5 MiB of 32.0 MiB (4%), 20.3 MiB/s": real progress, not the placeholder drawn before the
+# first byte ("0 B of ... (0%), -"), with a rate measured from the time now.
+PROGRESS = re.compile(
+    r"(?P<done>[0-9.]+) (?P<unit>B|KiB|MiB|GiB) of (?P<size>[0-9.]+ (?:B|KiB|MiB|GiB)) "
+    r"\((?P<percent>[0-9]+)%\), (?P<rate>[0-9.]+) (?:B|KiB|MiB|GiB)/s"
+)
+
+
+def moving(screen, arrow_name: str) -> re.Match[str] | None:
+    """The progress of ``arrow_name`` ("↑ big.bin") in the toolbar if bytes have moved."""
+    for line in screen.lines():
+        if arrow_name in line:
+            match = PROGRESS.match(line.split(arrow_name + " ", 1)[1])
+            if match and float(match["done"]) > 0 and float(match["rate"]) > 0:
+                return match
+    return None
+
+
 def test_progress_shows_in_the_toolbar_both_ways(spawn, tmp_path: Path) -> None:
     size = 32 * 1024 * 1024
     big = tmp_path / "big.bin"
@@ -228,11 +250,21 @@ def test_progress_shows_in_the_toolbar_both_ways(spawn, tmp_path: Path) -> None:
     with FakeServer(script) as fake:
         term = spawn(fake.url, "--nick", "bob")
         term.wait_prompt("bob>")
-        term.wait(lambda s: "↓ movie.mkv 500 B of 1000 B (50%)" in s.text(), "download progress")
+        term.wait(lambda s: moving(s, "↓ movie.mkv") is not None, "download progress")
+        match = moving(term.screen, "↓ movie.mkv")
+        assert match is not None
+        assert (match["done"], match["size"], match["percent"]) == ("500", "1000 B", "50")
+        # The sender went quiet: the toolbar is redrawn on a timer and says so.
+        term.wait(
+            lambda s: "↓ movie.mkv 500 B of 1000 B (50%), stalled for " in s.text(),
+            "the download to show as stalled",
+        )
         half_shown.set()
         term.wait_text('saved "movie.mkv" from ana (1000 B)')
         term.send(f"/sendFile {big}\r")
-        term.wait(lambda s: "↑ big.bin" in s.text() and "of 32.0 MiB (" in s.text(), "upload")
+        term.wait(lambda s: moving(s, "↑ big.bin") is not None, "upload progress")
+        match = moving(term.screen, "↑ big.bin")
+        assert match is not None and match["size"] == "32.0 MiB"
         upload_shown.set()
         term.wait_text('sent "big.bin" (32.0 MiB)')
         term.send("/quit\r")
@@ -267,3 +299,186 @@ def test_unreachable_server(spawn) -> None:
     term = spawn("tcp://127.0.0.1:1", "--nick", "bob")
     term.wait_text("cannot connect")
     assert term.wait_exit() == 1
+
+
+def test_a_byte_that_is_not_utf8_is_refused_and_the_next_line_is_sent(server, spawn) -> None:
+    # A Latin-1 terminal sends "é" as the byte 0xe9; prompt_toolkit reads with surrogateescape.
+    url = server.urls[0]
+    with Peer.login(url, "ana") as ana:
+        term = spawn(url, "--nick", "bob")
+        term.wait_prompt("bob>")
+        term.send_bytes(b"caf\xe9\r")
+        term.wait_text("not sent: the text is not valid UTF-8")
+        assert "0xe9" in term.screen.text()
+        term.wait_prompt("bob>")
+        term.send("second line\r")
+        assert ana.expect(cw.MessageRelay).text == "second line"  # the bad line never went
+        term.send("/quit\r")
+        assert term.wait_exit() == 0
+    assert "Traceback" not in term.screen.text()
+
+
+def test_send_file_on_a_fifo_is_refused_without_freezing(server, spawn, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    url = server.urls[0]
+    with Peer.login(url, "ana"):
+        term = spawn(url, "--nick", "bob")
+        term.wait_prompt("bob>")
+        term.send(f"/sendFile {fifo}\r")
+        term.wait_text("a FIFO (named pipe), not a regular file", timeout=5)
+        term.send("/list\r")  # the UI still answers
+        term.wait_text("2 online")
+        term.send("/quit\r")
+        assert term.wait_exit() == 0
+
+
+def _stalling_server(release: threading.Event):
+    """A server double that reads the first file's header, then stops reading."""
+
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        peer.expect(cw.File)
+        release.wait(TIMEOUT * 3)
+        peer.wait_closed()
+
+    return script
+
+
+@pytest.mark.parametrize(("keys", "again"), [("/quit\r", ""), ("\x03", "again "), ("\x04", "")])
+def test_quitting_during_a_stalled_upload_says_so_and_ctrl_c_aborts(
+    spawn, tmp_path: Path, keys: str, again: str
+) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as out:
+        out.truncate(64 * 1024 * 1024)
+    release = threading.Event()
+    with FakeServer(_stalling_server(release)) as fake:
+        try:
+            term = spawn(fake.url, "--nick", "bob", cols=220)
+            term.wait_prompt("bob>")
+            term.send(f"/sendFile {big}\r")
+            term.wait(lambda s: moving(s, "↑ big.bin") is not None, "the upload to start")
+            # A second file of the same name has its own entry in the toolbar.
+            term.send(f"/sendFile {big}\r")
+            term.wait(
+                lambda s: sum(line.count("↑ big.bin") for line in s.lines()) == 2,
+                "two entries for two uploads of one name",
+            )
+            term.wait_prompt("bob>")
+            term.send(keys)
+            term.wait_text(
+                f"waiting for big.bin, big.bin to finish sending; press Ctrl-C {again}to abort"
+            )
+            started = time.monotonic()
+            term.send("\x03")
+            assert term.wait_exit(timeout=5) == 130
+            assert time.monotonic() - started < 4
+        finally:
+            release.set()
+
+
+def test_ctrl_c_clears_the_line_then_quits(server, spawn) -> None:
+    url = server.urls[0]
+    term = spawn(url, "--nick", "bob")
+    term.wait_prompt("bob>")
+    term.send("half a thought")
+    term.wait(lambda s: s.cursor_line() == "bob> half a thought", "the typed text")
+    term.send("\x03")
+    term.wait(lambda s: s.cursor_line() == "bob>", "the line to be cleared")
+    assert term.child.isalive()
+    term.send("\x03")
+    assert term.wait_exit() == 0
+    assert "disconnected: quit" in term.screen.text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_leaves_promptly_and_removes_the_partial_file(
+    spawn, home: Path, signum: int
+) -> None:
+    release = threading.Event()
+
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        peer.send(file_relay("ana", "movie.mkv", b"m" * 500, size=1000))
+        release.wait(TIMEOUT)
+        peer.wait_closed()
+
+    downloads = home / "chatwire-downloads"
+    with FakeServer(script) as fake:
+        try:
+            term = spawn(fake.url, "--nick", "bob")
+            term.wait(lambda s: "↓ movie.mkv 500 B" in s.text(), "the download to start")
+            assert [p.name.endswith(".part") for p in downloads.iterdir()] == [True]
+            started = time.monotonic()
+            term.kill(signum)
+            assert term.wait_exit(timeout=5) == 0
+            assert time.monotonic() - started < 3
+        finally:
+            release.set()
+    assert list(downloads.iterdir()) == []
+
+
+def test_the_unsent_line_is_shown_when_the_server_goes(spawn) -> None:
+    typed = threading.Event()
+
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        typed.wait(TIMEOUT)  # then the server dies
+
+    with FakeServer(script) as fake:
+        term = spawn(fake.url, "--nick", "bob")
+        term.wait_prompt("bob>")
+        term.send("a long thought I was typing")
+        term.wait(lambda s: s.cursor_line().endswith("I was typing"), "the typed text")
+        typed.set()
+        term.wait_text("disconnected: the server closed the connection")
+        term.wait_text("here it is to copy:")
+        assert term.wait_exit() == 1
+        lines = term.screen.text().splitlines()
+        index = next(i for i, line in enumerate(lines) if "here it is to copy:" in line)
+        assert lines[index + 1].endswith(" a long thought I was typing")
+
+
+SGR = re.compile(r"\x1b\[([0-9;]*)m")
+TIME = re.compile(r"^\d\d:\d\d:\d\d <ana> hello$", re.MULTILINE)
+
+
+def colours(raw: str) -> list[str]:
+    """The SGR colour parameters (foreground or background) in ``raw``."""
+    found = []
+    for match in SGR.finditer(raw):
+        params = [int(p) if p else 0 for p in match.group(1).split(";")]
+        i = 0
+        while i < len(params):
+            p = params[i]
+            if p in (38, 48):
+                found.append(";".join(map(str, params[i : i + 3])))
+                i += 5 if i + 1 < len(params) and params[i + 1] == 2 else 3
+                continue
+            if 30 <= p <= 37 or 40 <= p <= 47 or 90 <= p <= 97 or 100 <= p <= 107:
+                found.append(str(p))
+            i += 1
+    return found
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "coloured"),
+    [((), {}, True), (("--no-color",), {}, False), ((), {"NO_COLOR": "1"}, False)],
+)
+def test_timestamps_and_nick_colours(server, spawn, args, env, coloured: bool) -> None:
+    url = server.urls[0]
+    with Peer.login(url, "ana") as ana:
+        term = spawn(url, "--nick", "bob", *args, extra_env=env)
+        term.wait_prompt("bob>")
+        ana.send(cw.Message(text="hello"))
+        term.wait(lambda s: TIME.search(s.text()) is not None, "a timestamped message")
+        raw = term.raw_output()
+        nick = re.search(r"<\x1b\[([0-9;]*)mana\x1b\[0m> hello", raw)
+        assert nick is not None, "the nick is not drawn in a style of its own"
+        if coloured:
+            assert colours(f"\x1b[{nick[1]}m"), f"the nick has no colour: {nick[1]!r}"
+        else:
+            assert colours(raw) == [], "colour codes despite --no-color / NO_COLOR"
+        term.send("/quit\r")
+        assert term.wait_exit() == 0
