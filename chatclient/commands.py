@@ -43,7 +43,10 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  #: bad arguments
     NICK_REFUSED = 3  #: the server refused the nick (scripted mode; interactive asks again)
     FILE_ERROR = 4  #: a file to send could not be read or its name cannot be sent
-    INTERRUPTED = 130  #: Ctrl-C (SIGINT)
+    TEXT_ERROR = 5  #: a text to send was not valid UTF-8 (scripted mode; the rest was sent)
+    #: Ctrl-C in scripted mode or at the nick prompt, or a second Ctrl-C while the terminal
+    #: client waits for files to be sent before quitting (a first one quits with 0)
+    INTERRUPTED = 130
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,8 +109,9 @@ Commands (names in any case):
   /sendFile PATH     send a file to everyone (Tab completes paths)
   /clear, /clean     clear the screen
   /help              this help
-  /quit              leave (Ctrl-D too)
-Anything else is sent as a message; start a line with // to send one that starts with /."""
+  /quit              leave (Ctrl-D, or Ctrl-C on an empty line, too)
+Anything else is sent as a message; start a line with // to send one that starts with /.
+Ctrl-C clears the line being typed."""
 
 _SIMPLE: dict[str, Command] = {
     "/list": ListUsers(),

@@ -55,6 +55,7 @@ __all__ = [
     "human_size",
     "nick_color",
     "plain",
+    "problem_json",
     "progress_text",
     "timestamp",
 ]
@@ -309,3 +310,11 @@ def event_json(event: ClientEvent, when: float | None = None) -> str:
         value = getattr(event, field.name)
         record[field.name] = list(value) if isinstance(value, tuple) else value
     return json.dumps(record, ensure_ascii=True)
+
+
+def problem_json(message: str, when: float | None = None) -> str:
+    """The JSON line of a local problem in scripted mode (a file that cannot be sent, a line
+    that is not UTF-8, an unknown command, a failed connection), also said on stderr:
+    ``{"event": "error", "time": epoch seconds, "message": text}``."""
+    record = {"event": "error", "time": round(time.time() if when is None else when, 3)}
+    return json.dumps({**record, "message": message}, ensure_ascii=True)

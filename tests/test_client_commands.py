@@ -3,6 +3,8 @@ text, with // for text that starts with /."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chatclient.commands import (
@@ -74,4 +76,15 @@ def test_help_lists_every_command() -> None:
 
 
 def test_exit_codes_are_documented_numbers() -> None:
-    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 130]
+    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 5, 130]
+    from chatclient.__main__ import EPILOG  # noqa: PLC0415
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    codes = " ".join(readme.split("Exit codes:")[1].split("##")[0].split())
+    for code in ExitCode:  # --help and the README list every code
+        assert f"\n  {int(code):<3}  " in EPILOG, code
+        assert f" {int(code)} " in f" {codes}", code
+
+
+def test_help_says_what_ctrl_c_does() -> None:
+    assert "Ctrl-C on an empty line" in HELP and "Ctrl-C clears the line" in HELP

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,9 @@ import trustme
 
 import chatwire as cw
 from chatwire.transport import parse_endpoint
-from tests.client_doubles import FakePeer, FakeServer, msg_relay
+from tests.client_doubles import FakePeer, FakeServer, file_relay, msg_relay
 from tests.support import ROOT, Peer, running_server, wait_until
+from tests.terminal import Terminal
 
 TIMEOUT = 15.0
 
@@ -107,12 +110,20 @@ def server():
 
 def test_send_one_message_and_exit(server, home: Path) -> None:
     url = server.urls[0]
+    # Temporary files a client killed with SIGKILL left a day ago are swept at start.
+    downloads = home / "chatwire-downloads"
+    downloads.mkdir()
+    stale, live = downloads / ".chatclient-x1y2z3.part", downloads / ".chatclient-a1b2c3.part"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    os.utime(stale, (1e9, 1e9))
     with Peer.login(url, "bob") as bob:
         result = run(home, url, "--nick", "ana", "--send", "hello", "--send", "again")
         assert result.returncode == 0, result.stderr
         assert bob.expect(cw.MessageRelay) == cw.MessageRelay(sender="ana", text="hello")
         assert bob.expect(cw.MessageRelay).text == "again"
     assert (home / "chatwire-downloads").is_dir()  # created at start (the paper)
+    assert not stale.exists() and live.exists()
 
 
 def test_send_a_file_and_exit(server, home: Path, tmp_path: Path) -> None:
@@ -160,6 +171,9 @@ def test_lines_from_stdin_with_commands_and_json(server, home: Path, tmp_path: P
     assert records[kinds.index("nick")]["new"] == "zed"
     assert "file-sent" in kinds
     assert "unknown command /frobnicate" in result.stderr
+    # The same problems, for the program reading the JSON, on stdout.
+    errors = [r["message"] for r in records if r["event"] == "error"]
+    assert len(errors) == 1 and "unknown command /frobnicate" in errors[0]
 
 
 def test_listen_prints_json_events_until_terminated(server, home: Path) -> None:
@@ -287,3 +301,107 @@ def test_console_script_is_installed(server, home: Path) -> None:
         [str(script), "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
     assert result.returncode == 0 and "chatclient" in result.stdout
+
+
+def test_text_that_is_not_utf8_is_refused_and_the_rest_is_sent(server, home: Path) -> None:
+    # printf 'caf\xe9\nsecond line\n' | chatclient --nick latin: the first line cannot go
+    # (spec 2.8.2); the script says so, goes on with the next line, and ends with code 5.
+    url = server.urls[0]
+    with Peer.login(url, "bob") as bob:
+        result = subprocess.run(
+            [sys.executable, "-m", "chatclient", url, "--nick", "latin", "--json"],
+            input=b"caf\xe9\nsecond line\n",
+            capture_output=True,
+            env={**env_for(home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+            cwd=ROOT,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert bob.expect(cw.MessageRelay).text == "second line"
+        stderr = result.stderr.decode("utf-8", "replace")
+        assert result.returncode == 5, stderr
+        assert "Traceback" not in stderr
+        assert "not valid UTF-8" in stderr and "0xe9" in stderr
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        errors = [r for r in records if r["event"] == "error"]
+        assert len(errors) == 1 and "0xe9" in errors[0]["message"]
+        # --send arguments come through argv, decoded with surrogateescape too.
+        argv = subprocess.run(
+            [
+                sys.executable.encode(),
+                b"-m",
+                b"chatclient",
+                url.encode(),
+                b"-n",
+                b"latin",
+                b"--send",
+                b"caf\xe9",
+                b"--send",
+                b"after",
+            ],
+            capture_output=True,
+            env=env_for(home),
+            cwd=ROOT,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert argv.returncode == 5, argv.stderr
+        assert bob.expect(cw.MessageRelay).text == "after"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_quits_promptly_and_removes_the_partial_file(home: Path, signum: int) -> None:
+    release = threading.Event()
+
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        peer.send(file_relay("bob", "movie.mkv", b"m" * 500, size=1000))
+        release.wait(TIMEOUT)  # the rest never comes while the client runs
+        peer.wait_closed()
+
+    downloads = home / "dl"
+    with FakeServer(script) as fake:
+        client = Running(home, fake.url, "-n", "ana", "--listen", "--json", "-d", str(downloads))
+        try:
+            client.next_json("file-incoming")
+            wait_until(lambda: any(downloads.iterdir()), what="the temporary file")
+            started = time.monotonic()
+            client.process.send_signal(signum)
+            code, stderr = client.finish()
+            assert code == 0, stderr
+            assert time.monotonic() - started < 3
+            assert client.next_json("file-discarded")["name"] == "movie.mkv"
+        finally:
+            release.set()
+            client.kill()
+    assert list(downloads.iterdir()) == []
+
+
+def test_without_nick_on_a_terminal_it_asks_even_when_output_is_a_pipe(
+    server, home: Path, tmp_path: Path
+) -> None:
+    # chatclient | tee log: stdin is the terminal, stdout is not; ask there, as the UI would.
+    url = server.urls[0]
+    log = tmp_path / "log"
+    command = f"exec {shlex.quote(sys.executable)} -m chatclient {url} > {shlex.quote(str(log))}"
+    with Peer.login(url, "bob") as bob:
+        term = Terminal(["/bin/sh", "-c", command], env=env_for(home), cwd=str(ROOT))
+        try:
+            term.wait_prompt("nick:")
+            term.send("a b\r")
+            term.wait_text("a nick may hold only letters")
+            term.wait_prompt("nick:")
+            term.send("BOB\r")  # taken: asked again, on a new connection (spec 8.1)
+            term.wait_text("refused the nick 'BOB'")
+            term.wait_prompt("nick:")
+            term.send("ana\r")
+            wait_until(lambda: server.stats()["members"] == 2, what="the login")
+            term.send("hello from a pipe\r")
+            assert bob.expect(cw.MessageRelay) == cw.MessageRelay(
+                sender="ana", text="hello from a pipe"
+            )
+            term.send("\x04")  # end of input: quit
+            assert term.wait_exit() == 0
+        finally:
+            term.close()
+    assert "disconnected: quit" in log.read_text()
