@@ -405,3 +405,28 @@ def test_without_nick_on_a_terminal_it_asks_even_when_output_is_a_pipe(
         finally:
             term.close()
     assert "disconnected: quit" in log.read_text()
+
+
+def test_a_file_the_server_stops_reading_ends_the_script_with_code_1(
+    home: Path, tmp_path: Path
+) -> None:
+    # The script used to wait for its uploads without limit before quitting: forever, if the
+    # server stopped reading. quit() now gives up after 5 s without progress.
+    big = tmp_path / "big.bin"
+    with big.open("wb") as out:
+        out.truncate(64 * 1024 * 1024)
+    release = threading.Event()
+
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        peer.expect(cw.File)
+        release.wait(TIMEOUT)
+        peer.wait_closed()
+
+    with FakeServer(script) as fake:
+        try:
+            result = run(home, fake.url, "--nick", "ana", "--send-file", str(big))
+        finally:
+            release.set()
+    assert result.returncode == 1, result.stderr
+    assert "'big.bin' was cut short" in result.stdout
