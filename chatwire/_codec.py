@@ -136,12 +136,18 @@ class Parser(Protocol):
 # --- The fast path ------------------------------------------------------------------------------
 
 # spec 2.3 as one expression over exactly 10 bytes: code [SP size [SP size]] / size, then spaces.
+# The codes come from the Code enum (spec 2.4), longest first, so none is written here again.
 _SIZE = rb"(0|[1-9][0-9]*)"
+_CODES = b"|".join(
+    re.escape(code.value.encode("ascii")) for code in sorted(Code, key=lambda c: -len(c.value))
+)
 _HEADER_RE = re.compile(
-    rb"(?:(ACC|NE|NC|list|nick|file|msg|quit)(?: " + _SIZE + rb")?(?: " + _SIZE + rb")?"
-    rb"|" + _SIZE + rb") *"
+    rb"(?:(" + _CODES + rb")(?: " + _SIZE + rb")?(?: " + _SIZE + rb")?|" + _SIZE + rb") *"
 )
 _CODE_OF = {code.value.encode("ascii"): code for code in Code}
+# Parsed headers by their 10 bytes, shared by every connection. Bounded; when full it is emptied
+# and refilled (no per-hit bookkeeping), so no peer can fill it for good and leave everyone else
+# on the regular expression.
 _HEADER_CACHE: dict[bytes, tuple[Code | None, tuple[int, ...]]] = {}
 _HEADER_CACHE_MAX = 8192
 
@@ -198,8 +204,9 @@ class FastParser:
             parsed = (None, (int(bare),))
         else:
             parsed = (_CODE_OF[code_bytes], tuple(int(s) for s in (first, second) if s is not None))
-        if len(_HEADER_CACHE) < _HEADER_CACHE_MAX:
-            _HEADER_CACHE[raw] = parsed
+        if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+            _HEADER_CACHE.clear()  # self-healing, see _HEADER_CACHE
+        _HEADER_CACHE[raw] = parsed
         return parsed
 
     @staticmethod

@@ -95,7 +95,10 @@ _STREAMED = ("file", "file-relay")
 # The direct path (see Connection._next_event). A plan is what the full path learnt from one
 # exact header: (message, sizes, frame length, reader). Plans are stored only after that header
 # passed every check that depends on the header alone (2.3, 2.6, 2.7), so reusing one skips
-# nothing; they are kept per direction and their number is bounded.
+# nothing; they are kept per direction, shared by every connection of the process, and their
+# number is bounded. When the table is full it is emptied and refilled, so a peer that sends
+# thousands of distinct headers costs the others one full-path pass per header they use, and
+# never turns the direct path off. (An LRU would cost bookkeeping on every hit, the hot path.)
 _Plan = tuple[str, tuple[int, ...], int, Any]
 _PLANS: dict[Direction, dict[bytes, _Plan]] = {d: {} for d in Direction}
 _PLANS_MAX = 4096
@@ -371,8 +374,12 @@ class Connection:
             raise FrameError(problem, section="4.3")
         parser.check(name, block, start, sizes)
         length = head_length(name, sizes)
-        if plans is not None and name not in _STREAMED and len(plans) < _PLANS_MAX:
-            plans[block[start : start + HEADER_SIZE]] = (name, sizes, length, FAST_READERS[name])
+        if plans is not None and name not in _STREAMED:
+            raw = block[start : start + HEADER_SIZE]
+            if raw not in plans:
+                if len(plans) >= _PLANS_MAX:
+                    plans.clear()  # self-healing, see _PLANS
+                plans[raw] = (name, sizes, length, FAST_READERS[name])
         peeked = buffer.peek(length)
         if peeked is None:
             return self._short()

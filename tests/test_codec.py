@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chatwire as cw
+from chatwire import _codec
 from chatwire._codec import ConstructParser, FastParser, encode, encode_reference, identify
 from chatwire._wire import Code, Direction, FrameError
 from tests.strategies import (
@@ -80,6 +81,19 @@ def test_fast_header_parse_equals_construct(raw, prefix) -> None:
     assert outcome(FastParser.header, block, len(prefix)) == outcome(
         ConstructParser.header, block, len(prefix)
     )
+
+
+def test_the_header_cache_empties_when_full_and_keeps_caching() -> None:
+    # Shared by every connection: one peer's thousands of distinct headers must not leave it
+    # full for good (every later header would go through the regular expression).
+    cache = _codec._HEADER_CACHE
+    cache.clear()
+    for size in range(_codec._HEADER_CACHE_MAX + 500):
+        assert FastParser.header(b"%-10d" % size, 0) == (None, (size,))
+        assert len(cache) <= _codec._HEADER_CACHE_MAX
+    assert FastParser.header(b"msg 3 2   ", 0) == (Code.MSG, (3, 2))
+    assert b"msg 3 2   " in cache
+    assert FastParser.header(b"msg 3 2   ", 0) is cache[b"msg 3 2   "]
 
 
 @given(raw=headers)

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chatwire as cw
+from chatwire import _connection
 from tests.strategies import (
     chunk_sizes,
     chunked,
@@ -428,6 +429,37 @@ def test_eof_inside_a_frame_after_quit_is_the_normal_end() -> None:
     events = drain(client)
     assert events[0] == cw.FileRelay(sender="a", name="b", size=5)
     assert events[-1] == cw.ConnectionClosed()
+
+
+# --- The shared caches of the direct path ----------------------------------------------------
+
+
+def test_a_peer_sending_many_distinct_headers_does_not_turn_the_direct_path_off(
+    monkeypatch,
+) -> None:
+    # The plans are per process. One hostile peer sends 5400 distinct valid headers, more than
+    # the table holds; a connection opened afterwards must still get plans for its own headers.
+    plans = _connection._PLANS[cw._wire.Direction.S2C]
+    plans.clear()
+    hostile = in_state(cw.Role.CLIENT, "ACTIVE")
+    for nick in range(1, 10):
+        frames = b"".join(
+            cw.encode(cw.MessageRelay(sender="n" * nick, text="x" * size))
+            for size in range(10, 610)
+        )
+        hostile.receive_data(frames)
+        assert len(drain(hostile)) == 600
+        assert len(plans) <= _connection._PLANS_MAX
+    client = in_state(cw.Role.CLIENT, "ACTIVE")
+    full_path = []
+    real_identify = _connection.identify
+    monkeypatch.setattr(
+        _connection, "identify", lambda *args: full_path.append(args) or real_identify(*args)
+    )
+    client.receive_data(b"msg 3 2   anahi" * 3)
+    assert drain(client) == [cw.MessageRelay(sender="ana", text="hi")] * 3
+    assert len(full_path) == 1  # the first frame made the plan; the others used it
+    assert b"msg 3 2   " in plans
 
 
 # --- Bounded memory -------------------------------------------------------------------------
