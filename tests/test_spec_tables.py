@@ -39,9 +39,42 @@ def names(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
 
+def section(number: str) -> str:
+    """The text of section ``number`` (its heading line excluded), up to the next heading."""
+    heading = rf"^#{{2,5}} {re.escape(number)}\.? .*?\n"
+    match = re.search(heading + r"(.*?)(?=^#{2,5} )", SPEC, re.MULTILINE | re.DOTALL)
+    assert match, number
+    return match.group(1)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
 def test_codes_table_lists_exactly_the_declared_codes() -> None:
     rows = table("| Code |", 3)
     assert {names(r[0])[0] for r in rows} == {code.value for code in Code}
+
+
+def test_the_abnf_code_rule_lists_exactly_the_declared_codes() -> None:
+    # spec 2.3: code = %s"ACC" / ... (case-sensitive strings, RFC 7405), over continuation lines.
+    grammar = re.search(r"```\n(header .*?)```", section("2.3"), re.DOTALL)
+    assert grammar, "the ABNF block of 2.3"
+    rule = re.search(r"^code\s+=(.*?)^(?=\w)", grammar.group(1), re.MULTILINE | re.DOTALL)
+    assert rule, "the code rule"
+    alternatives = [a.split(";")[0].strip() for a in rule.group(1).split("/")]
+    assert all(re.fullmatch(r'%s"[^"]+"', a) for a in alternatives), alternatives
+    assert [a[3:-1] for a in alternatives] == [code.value for code in Code]
+    assert f"exactly {cw.HEADER_SIZE} octets" in grammar.group(1)
+
+
+def test_the_sent_by_column_matches_the_directions_of_each_code() -> None:
+    # spec 2.4 "Sent by": server, client or both, against every message declared with that code.
+    sent_by = {"server": {Direction.S2C}, "client": {Direction.C2S}, "both": set(Direction)}
+    for row in table("| Code |", 3):
+        code = Code(names(row[0])[0])
+        declared = {spec.direction for spec in MESSAGES.values() if spec.header.code is code}
+        assert sent_by[row[2]] == declared, (code, row[2])
 
 
 MESSAGE_ROWS = table("| Message | Direction |", 5)
@@ -95,6 +128,24 @@ def test_each_part_is_as_long_as_its_size_field() -> None:
             while not isinstance(node, construct.Bytes):
                 node = node.subcon
             assert repr(node.length).endswith(f"[{sizes[sub.name]!r}]"), (spec.name, sub.name)
+
+
+def test_the_non_empty_sender_rule_is_the_specs() -> None:
+    # spec 2.7: "`file-relay` is the exception: its `nick_size` MUST NOT be 0 (3.1.7.1)", and
+    # 3.1.7.1 says so itself. _wire declares it as Header(nonzero=(field, section)).
+    rule = r"`([a-z-]+)` is the exception: its `(\w+)` MUST NOT be 0 \(([\d.]+)\)"
+    stated = set(re.findall(rule, flat(SPEC)))
+    declared = {
+        (name, *spec.header.nonzero)
+        for name, spec in MESSAGES.items()
+        if spec.header.nonzero is not None
+    }
+    assert stated == declared == {("file-relay", "nick_size", "3.1.7.1")}
+    for _name, field, number in declared:
+        assert f"`{field}` MUST NOT be 0" in flat(section(number)), number
+        low, _high = cw._limits.SIZE_RANGES[field]
+        assert low == 0  # the rule narrows the range for this message only
+    assert "a `file-relay` with an empty sender" in flat(section("6.1"))
 
 
 def test_limits_table_matches_the_constants() -> None:
