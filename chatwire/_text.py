@@ -93,8 +93,9 @@ def split_text(text: str, limit: int = TEXT_MAX) -> list[str]:
     """Cut ``text`` into pieces of at most ``limit`` UTF-8 bytes each (spec 3.1.6).
 
     Cuts fall only between characters; within a piece that has to be cut, the cut goes after its
-    last line feed, else after its last space, else at the limit. Joining the pieces gives back
-    ``text``. A text within the limit (the empty text included) is one piece.
+    last line feed or space, whichever comes later (spec 3.1.6: "the last line feed or space of
+    a piece"), else at the last character boundary within the limit. Joining the pieces gives
+    back ``text``. A text within the limit (the empty text included) is one piece.
 
     Raises:
         ValueError: if ``limit`` is below 4, the longest UTF-8 character.
@@ -111,12 +112,11 @@ def split_text(text: str, limit: int = TEXT_MAX) -> list[str]:
         # Step back off UTF-8 continuation bytes (0b10xxxxxx) so the cut is between characters.
         while data[end] & 0xC0 == 0x80:
             end -= 1
-        window = data[start:end]
-        for separator in (b"\n", b" "):
-            cut = window.rfind(separator)
-            if cut >= 0:
-                end = start + cut + 1
-                break
+        # spec 3.1.6: after the last line feed or space, whichever is later; an earlier line
+        # feed is not preferred (the pieces stay as long as they can be).
+        cut = max(data.rfind(b"\n", start, end), data.rfind(b" ", start, end))
+        if cut >= 0:
+            end = cut + 1
         pieces.append(data[start:end].decode("utf-8"))
         start = end
     pieces.append(data[start:].decode("utf-8"))

@@ -76,8 +76,27 @@ def test_split_text_pieces_fit_and_join_back(text, limit) -> None:
     assert all(pieces) or pieces == [""]
 
 
-def test_split_text_prefers_line_breaks_then_spaces() -> None:
-    assert cw.split_text("aaa bbb\nccc ddd", 12) == ["aaa bbb\n", "ccc ddd"]
+@given(text=st.text(alphabet="ab \né", max_size=200), limit=st.integers(4, 30))
+def test_split_text_cuts_as_late_as_the_spec_allows(text, limit) -> None:
+    # Every piece but the last was cut: it ends with a line feed or space and holds no later
+    # one within the limit; or, if it has none, it fills the limit up to a whole character.
+    pieces = cw.split_text(text, limit)
+    for i, piece in enumerate(pieces[:-1]):
+        # What the cut could have taken: the rest of the text up to the limit, whole characters.
+        window = "".join(pieces[i:]).encode("utf-8")[:limit]
+        window = window.decode("utf-8", errors="ignore").encode("utf-8")
+        last = max(window.rfind(b"\n"), window.rfind(b" "))
+        if last >= 0:
+            assert utf8_len(piece) == last + 1
+        else:
+            assert utf8_len(piece) == len(window)
+
+
+def test_split_text_cuts_after_the_last_line_feed_or_space() -> None:
+    # spec 3.1.6: "after the last line feed or space of a piece": whichever comes later.
+    assert cw.split_text("aaa bbb\nccc ddd", 12) == ["aaa bbb\nccc ", "ddd"]
+    assert cw.split_text("aaa bbb ccc\nddd", 12) == ["aaa bbb ccc\n", "ddd"]
+    assert cw.split_text("aaaa\nbbbbbbbbbb", 10) == ["aaaa\n", "bbbbbbbbbb"]
     assert cw.split_text("aaaa bbbb cccc", 10) == ["aaaa bbbb ", "cccc"]
     assert cw.split_text("x" * 10, 4) == ["xxxx", "xxxx", "xx"]
     assert cw.split_text("é" * 5, 5) == ["éé", "éé", "é"]  # never inside a character
