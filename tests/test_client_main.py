@@ -369,7 +369,7 @@ def test_a_signal_quits_promptly_and_removes_the_partial_file(home: Path, signum
             client.process.send_signal(signum)
             code, stderr = client.finish()
             assert code == 0, stderr
-            assert time.monotonic() - started < 3
+            assert time.monotonic() - started < 4  # was about 7 s
             assert client.next_json("file-discarded")["name"] == "movie.mkv"
         finally:
             release.set()

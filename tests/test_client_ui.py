@@ -413,7 +413,7 @@ def test_a_signal_leaves_promptly_and_removes_the_partial_file(
             started = time.monotonic()
             term.kill(signum)
             assert term.wait_exit(timeout=5) == 0
-            assert time.monotonic() - started < 3
+            assert time.monotonic() - started < 4  # the quit waits at most 1 s
         finally:
             release.set()
     assert list(downloads.iterdir()) == []
