@@ -7,8 +7,10 @@ classes have no slots), and a few faults patch one module-level name of ``chatse
 the life of the server. The classes are the usual chatserver ones everywhere else.
 
 `FAULTS` maps a fault's name to its description, how to inject it, and the MUST cases of the
-kit that must fail against it (``tests/test_conformance_faults.py`` asserts exactly that), with
-the sections or ids to run so that each test stays short.
+kit that must fail against it, each with why: the section of the requirement the failure is
+reported under and a fragment of its "Actual" line (``tests/test_conformance_faults.py``
+asserts exactly that, so a case credited with a fault fails because of that fault, not because
+of some other frame), with the sections or ids to run so that each test stays short.
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ class RewritingTransport(SocketTransport):
 class NulPaddingTransport(RewritingTransport):
     @staticmethod
     def rewrite(header: bytes) -> bytes:
+        return b" ".join(_fields(header)).ljust(10, b"\x00")
+
+
+class NulPaddingAfterAccTransport(RewritingTransport):
+    """NUL padding in every header but ACC: logins work, every later frame is wrong."""
+
+    @staticmethod
+    def rewrite(header: bytes) -> bytes:
+        if header == b"ACC       ":
+            return header
         return b" ".join(_fields(header)).ljust(10, b"\x00")
 
 
@@ -318,7 +330,8 @@ class Fault:
     """One injected defect and what must catch it."""
 
     description: str
-    catches: frozenset[str]  # MUST case ids that must fail
+    #: MUST case id -> (section of the requirement it fails under, fragment of its Actual line)
+    catches: dict[str, tuple[str, str]]
     only: tuple[str, ...]  # the cases to run (ids or sections)
     room: type[Room] | None = None
     session: type[Session] | None = None
@@ -330,94 +343,142 @@ def _exact_key(nick: str) -> str:
     return nick
 
 
+_NUL = "padded or separated with NUL bytes"
 FAULTS: dict[str, Fault] = {
     "nul-padding": Fault(
         "headers padded with NUL bytes instead of spaces",
-        frozenset({"acc-bytes", "ne-bytes", "nc-bytes", "msg-relay-bytes", "list-reply-bytes"}),
-        ("2.2",),
+        {"acc-bytes": ("2.2", "ACC\\x00\\x00\\x00\\x00\\x00\\x00\\x00; " + _NUL)},
+        ("acc-bytes",),
         transport=NulPaddingTransport,
+    ),
+    "nul-padding-after-acc": Fault(
+        "every header but ACC padded with NUL bytes: replies, list replies and relays",
+        {
+            "ne-bytes": ("2.2", "NE\\x00\\x00"),
+            "nc-bytes": ("2.2", "NC\\x00\\x00"),
+            "list-reply-bytes": ("2.2", _NUL),
+            "msg-relay-bytes": ("2.2", "header b'msg 4 5\\x00"),
+            "file-relay-bytes": ("2.2", "header b'file 4 5\\x00"),
+            "sizes-count-bytes": ("2.2", _NUL),
+        },
+        ("2.2",),
+        transport=NulPaddingAfterAccTransport,
     ),
     "right-aligned": Fault(
         "headers right-aligned (padding before the fields)",
-        frozenset({"acc-bytes", "ne-bytes", "msg-relay-bytes", "file-relay-bytes"}),
-        ("2.2",),
+        {"acc-bytes": ("2.2", "right-aligned or starting with a space")},
+        ("acc-bytes",),
         transport=RightAlignedTransport,
     ),
     "leading-zeros": Fault(
         "sizes written with a leading zero ('msg 04 5')",
-        frozenset({"msg-relay-bytes", "list-reply-bytes", "file-relay-bytes"}),
+        {
+            "msg-relay-bytes": ("2.2", "size '04' has a leading zero"),
+            "list-reply-bytes": ("2.2", "has a leading zero"),
+            "file-relay-bytes": ("2.2", "size '04' has a leading zero"),
+        },
         ("2.2",),
         transport=LeadingZeroTransport,
     ),
     "echo": Fault(
         "messages and files relayed back to their sender",
-        frozenset({"no-echo", "msg-to-all-others", "file-to-all-others"}),
+        {
+            "no-echo": ("3.1.7", "received msg-relay from"),
+            "msg-to-all-others": ("5.3", "received msg-relay from"),
+            "file-to-all-others": ("5.3", "received file-relay from"),
+        },
         ("3.1.7",),
         room=EchoRoom,
     ),
     "ghost-after-quit": Fault(
         "a user who quit is still listed and keeps the nick",
-        frozenset({"list-quit", "quit-frees-nick"}),
+        {
+            "list-quit": ("7.1", "still names"),
+            "quit-frees-nick": ("7.1", "NE to every login as"),
+        },
         ("7.1", "3.1.5"),
         session=GhostOnQuitSession,
     ),
     "ghost-after-drop": Fault(
         "a user whose connection dropped is still listed and keeps the nick",
-        frozenset({"list-drop", "drop-frees-nick", "reset-frees-nick", "drop-mid-frame"}),
+        {
+            "list-drop": ("7.1", "still names"),
+            "drop-frees-nick": ("7.1", "NE to every login as"),
+            "reset-frees-nick": ("7.1", "still names"),
+            "drop-mid-frame": ("7.1", "still names"),
+        },
         ("7.1", "3.1.5"),
         session=GhostOnDropSession,
     ),
     "truncated-file": Fault(
         "file relays lose the file's last byte",
-        frozenset({"file-relay-bytes", "file-to-all-others", "file-names", "file-large"}),
+        {
+            "file-relay-bytes": ("2.2", "a file of 2 bytes instead of 3"),
+            "file-to-all-others": ("5.3", "a file of 99999 bytes instead of 100000"),
+            "file-names": ("3.1.7.1", "bytes instead of"),
+            "file-large": ("2.8.8", "bytes instead of"),
+        },
         ("2.2", "3.1.7.1", "2.8.8"),
         transport=TruncatingTransport,
     ),
     "case-sensitive-nicks": Fault(
         "nick uniqueness compares nicks byte for byte ('Ana' and 'ana' coexist)",
-        frozenset({"login-equal-nicks", "nick-taken-other-case"}),
+        {
+            "login-equal-nicks": ("3.1.1", "is logged in: ACC"),
+            "nick-taken-other-case": ("3.1.3", "was accepted while"),
+        },
         ("2.8.4",),
         patches={"chatserver.room.nick_key": _exact_key},
     ),
     "duplicate-login": Fault(
         "a login as a nick in use is accepted (ACC, no NE)",
-        frozenset({"login-taken", "ne-bytes"}),
+        {"login-taken": ("3.1.1", "ACC [ACC       ]"), "ne-bytes": ("2.2", "ACC [ACC       ]")},
         ("login-taken", "ne-bytes"),
         session=DuplicateLoginSession,
     ),
     "nc-for-taken-nick": Fault(
         "a change to a nick in use is answered NC",
-        frozenset({"nick-taken", "nick-refused-keeps-old", "nick-taken-other-case"}),
+        {
+            "nick-taken": ("3.1.3", "NC: the change to the nick of"),
+            "nick-refused-keeps-old": ("3.1.3", "NC: the change to the nick of"),
+            "nick-taken-other-case": ("3.1.3", "NC: the change to"),
+        },
         ("3.1.3", "2.8.4"),
         session=TakenNickSession,
     ),
     "replies-out-of-order": Fault(
         "list replies overtaken by later nick replies",
-        frozenset({"replies-in-order"}),
+        {"replies-in-order": ("2.3", "but the oldest pending request is list")},
         ("5.2",),
         session=LateListSession,
     ),
     "cut-through-files": Fault(
         "files relayed while they arrive, before they are complete",
-        frozenset({"file-store-and-forward", "file-sender-drops"}),
+        {
+            "file-store-and-forward": ("3.1.4", "is receiving file-relay"),
+            "file-sender-drops": ("7.1", "inside a file relay: "),
+        },
         ("3.1.4",),
         session=CutThroughSession,
     ),
     "stall-on-slow-reader": Fault(
         "blocking writes: a client that does not read stalls everyone",
-        frozenset({"slow-reader"}),
+        {"slow-reader": ("7.3", "the server stalls on the silent client")},
         ("slow-reader",),
         transport=BlockingTransport,
     ),
     "no-ne-on-malformed-login": Fault(
         "a malformed first frame is not answered NE before the close",
-        frozenset({"login-malformed", "login-invalid-nicks"}),
+        {
+            "login-malformed": ("3.1.1", "the server closed the connection of header-"),
+            "login-invalid-nicks": ("3.1.1", "the server closed the connection of"),
+        },
         ("login-malformed", "login-invalid-nicks"),
         session=SilentRefusalSession,
     ),
     "stale-nick-after-rename": Fault(
         "message relays carry the old nick after NC",
-        frozenset({"nick-change-relays"}),
+        {"nick-change-relays": ("3.1.3", ": 'after'")},
         ("nick-change-relays",),
         room=StaleNickRoom,
     ),
@@ -452,19 +513,33 @@ def faulty_server(name: str, **settings: Any) -> Iterator[Server]:
             assert not thread.is_alive(), f"the faulty server {name!r} did not stop"
 
 
-def silent_server() -> tuple[socket.socket, threading.Event]:
-    """A listener that accepts connections and never answers (a hung server). Returns the
-    listening socket and an event that stops its thread."""
+def silent_server(answer_logins: int = 0) -> tuple[socket.socket, threading.Event]:
+    """A listener that accepts connections and never answers (a hung server); with
+    ``answer_logins``, the first that many connections get ``ACC`` once their first 10 bytes
+    arrive (a server that goes mute during the run). Returns the listening socket and an event
+    that stops its thread."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     stop = threading.Event()
     held: list[socket.socket] = []
 
+    def answer(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.settimeout(5.0)
+            got = b""
+            while len(got) < 10 and (data := conn.recv(10 - len(got))):
+                got += data
+            conn.sendall(b"ACC       ")
+
     def serve() -> None:
+        accepted = 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 conn, _ = listener.accept()
                 held.append(conn)  # read nothing, answer nothing
+                accepted += 1
+                if accepted <= answer_logins:
+                    threading.Thread(target=answer, args=(conn,), daemon=True).start()
         for conn in held:
             conn.close()
         listener.close()

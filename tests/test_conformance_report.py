@@ -8,7 +8,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from chatwire.conformance.registry import Case, Level
+from chatwire.conformance.registry import Case, Level, Requirement
 from chatwire.conformance.report import (
     Result,
     Run,
@@ -98,3 +98,27 @@ def test_junit_report(tmp_path: Path) -> None:
     assert cases["later"].find("skipped") is not None
     assert cases["ok"].find("failure") is None and cases["soft"].find("failure") is None
     assert "NON-STRICT" in (cases["soft"].find("system-out").text or "")
+
+
+def test_a_failure_of_another_requirement_is_shown_under_that_requirement() -> None:
+    failed = Requirement("2.2", "A sender MUST produce exactly this form.")
+    result = Result(_case("no-echo"), Verdict.FAIL, expected="e", actual="NUL", failed=failed)
+    text = "\n".join(format_result(result))
+    assert 'Requirement: "A sender MUST produce exactly this form." (spec 2.2)' in text
+    assert result.as_dict()["requirement_section"] == "2.2"
+    assert result.as_dict()["section"] == "3.1.7"  # the case's own section, for selection
+
+
+def test_cases_not_run_fail_the_run_and_say_why(tmp_path: Path) -> None:
+    run = Run(mode="server", target="tcp://127.0.0.1:1234")
+    run.results = [Result(_case("a"), Verdict.NOT_RUN, note="the server stopped answering")]
+    assert exit_status(run.results) == 1
+    assert summary_line(run.results) == "0 passed, 0 failed, 0 skipped, 1 not run"
+    assert run.stopped == "the server stopped answering"
+    out = io.StringIO()
+    print_footer(out, run)
+    assert "Stopped: the server stopped answering" in out.getvalue()
+    write_junit(str(tmp_path / "r.xml"), run)
+    root = ET.parse(tmp_path / "r.xml").getroot()
+    assert root.get("errors") == "1"
+    assert root.find("testcase/error").get("type") == "not-run"

@@ -10,8 +10,10 @@ Three commands:
 - ``cases``: list the cases (id, section, level, title, and with ``-v`` the requirement).
 
 Common options: ``--only`` and ``--skip`` (ids, id wildcards or section numbers, repeatable or
-comma-separated), ``--json FILE``, ``--junit FILE``. Exit status: 0 when no MUST case failed,
-1 when one did, 2 for a usage error or an unreachable server.
+comma-separated), ``--json FILE``, ``--junit FILE``, ``-q`` (only the rows that need attention:
+FAIL, NON-STRICT, ERROR). Exit status: 0 when no MUST requirement failed, 1 when one did (or
+the run stopped early because the server stopped answering), 2 for a usage error or an
+unreachable server.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .registry import Case, SelectionError, select
 from .report import (
     Result,
     Run,
+    Verdict,
     exit_status,
     format_result,
     print_footer,
@@ -74,7 +77,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML")
     parser.add_argument(
-        "-q", "--quiet-report", action="store_true", help="print failures and the summary only"
+        "-q",
+        "--quiet-report",
+        action="store_true",
+        help="print only the FAIL, NON-STRICT and ERROR rows (with their details), then the "
+        "summary",
     )
 
 
@@ -146,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiply every case's timeout (slow links)",
     )
     server.add_argument("--vectors", metavar="DIR", help="the spec's vectors (spec/vectors)")
+    server.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run every case even when the server does not answer (by default the run stops "
+        "when a first login gets no answer at all, or after 3 cases in a row got none)",
+    )
 
     client = commands.add_parser("client", help="listen for a client under test")
     where = client.add_mutually_exclusive_group()
@@ -186,6 +199,14 @@ def _print_cases(side: str | None, verbose: bool, out: TextIO) -> int:
                 if case.also:
                     print(f"  {'':<30} also exercises: {', '.join(case.also)}", file=out)
     return 0
+
+
+_ATTENTION = (Verdict.FAIL, Verdict.NON_STRICT, Verdict.ERROR)
+
+
+def _shown(result: Result, args: argparse.Namespace) -> bool:
+    """Whether the terminal report prints ``result``'s row (``-q``: only those needing action)."""
+    return not args.quiet_report or result.verdict in _ATTENTION
 
 
 def _report(run: Run, args: argparse.Namespace, out: TextIO) -> int:
@@ -229,15 +250,14 @@ def _server(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         stall_timeout=args.stall_timeout,
         timeout_scale=args.timeout_scale,
         vectors=args.vectors,
+        keep_going=args.keep_going,
     )
     run = Run(mode="server", target=endpoint.url)
     print_header(out, run, len(cases))
 
     def show(result: Result) -> None:
-        lines = format_result(result)
-        if args.quiet_report and len(lines) == 1:
-            return
-        print("\n".join(lines), file=out, flush=True)
+        if _shown(result, args):
+            print("\n".join(format_result(result)), file=out, flush=True)
 
     started = time.monotonic()
     run.results = run_cases(cases, endpoint, options, on_result=show)
@@ -260,7 +280,8 @@ def _client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     run = run_client_kit(kit, cases)
     print_header(out, run, len(cases))
     for result in run.results:
-        print("\n".join(format_result(result)), file=out)
+        if _shown(result, args):
+            print("\n".join(format_result(result)), file=out)
     return _report(run, args, out)
 
 

@@ -672,7 +672,10 @@ def nick_taken(ctx: CaseContext) -> None:
     assert ana.nick and bob.nick
     event = ana.change_nick(bob.nick)
     if not isinstance(event, cw.Refused):
-        raise Failed(f"NE to the change to {bob.nick!r}, in use by another client", "NC")
+        raise Failed(
+            f"NE to the change to {bob.nick!r}, in use by another client",
+            f"NC: the change to the nick of {bob.label} was accepted",
+        )
     _list_holds(bob, [ana.nick, bob.nick], [], "both nicks unchanged after the refusal")
 
 
@@ -690,7 +693,10 @@ def nick_taken_other_case(ctx: CaseContext) -> None:
     wanted = bob.nick.upper()
     event = ana.change_nick(wanted)
     if not isinstance(event, cw.Refused):
-        raise Failed(f"NE to the change to {wanted!r}, equal to {bob.nick!r} (spec 2.8.4)", "NC")
+        raise Failed(
+            f"NE to the change to {wanted!r}, equal to {bob.nick!r} (spec 2.8.4)",
+            f"NC: the change to {wanted!r} was accepted while {bob.nick!r} is logged in",
+        )
 
 
 @case(
@@ -748,7 +754,10 @@ def nick_refused_keeps_old(ctx: CaseContext) -> None:
     ana, bob = ctx.login(), ctx.login()
     assert ana.nick and bob.nick
     if not isinstance(ana.change_nick(bob.nick), cw.Refused):
-        raise Failed(f"NE to the change to {bob.nick!r}", "NC")
+        raise Failed(
+            f"NE to the change to {bob.nick!r}",
+            f"NC: the change to the nick of {bob.label} was accepted",
+        )
     ana.send(cw.Message(text="still me"))
     bob.expect_message(ana.nick, "still me", f"the relay sent by the old nick {ana.nick!r}")
 
@@ -1081,23 +1090,35 @@ def _run_vector(ctx: CaseContext, vector: dict[str, Any]) -> None:
 def _vector_case(ctx: CaseContext, select: Callable[[dict[str, Any]], bool]) -> str:
     vectors = [v for v in ctx.vectors("malformed") if v["direction"] == "C→S" and select(v)]
     failures: list[tuple[str, Failed]] = []
+    not_run: list[str] = []  # vectors left when the case's time ran out
     for vector in vectors:
         if ctx.remaining() < 1.0:
-            failures.append((vector["id"], Failed("", "not run: the case ran out of time")))
+            not_run.append(vector["id"])
             continue
         try:
             _run_vector(ctx, vector)
         except Failed as exc:
             failures.append((vector["id"], exc))
-    if failures:
-        first_id, first = failures[0]
-        others = ", ".join(vector_id for vector_id, _ in failures[1:6])
-        more = f"; also {others}" + ("..." if len(failures) > 6 else "") if others else ""
-        raise Failed(
-            f"for each of the {len(vectors)} vectors: {first.expected}",
-            f"{len(failures)} of {len(vectors)} vectors failed; {first_id}: {first.actual}{more}",
+    if not failures and not not_run:
+        return f"{len(vectors)} vectors"
+    ran = len(vectors) - len(not_run)
+    counts = f"{len(failures)} of the {ran} vectors run failed"
+    if not_run:
+        counts += (
+            f"; {len(not_run)} of {len(vectors)} not run: the case's "
+            f"{ctx.deadline - ctx.started:g} s ran out (first not run: {not_run[0]})"
         )
-    return f"{len(vectors)} vectors"
+    if not failures:
+        raise Failed(f"all {len(vectors)} vectors checked", counts, timed_out=True)
+    first_id, first = failures[0]
+    others = ", ".join(vector_id for vector_id, _ in failures[1:6])
+    more = f"; also {others}" + ("..." if len(failures) > 6 else "") if others else ""
+    raise Failed(
+        f"for each of the {len(vectors)} vectors: {first.expected}",
+        f"{counts}; {first_id}: {first.actual}{more}",
+        requirement=first.requirement,
+        timed_out=all(exc.timed_out for _, exc in failures),
+    )
 
 
 _GROUPS: list[tuple[str, str, str, str, tuple[str, ...], Callable[[dict[str, Any]], bool]]] = [
