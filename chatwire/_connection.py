@@ -338,6 +338,7 @@ class Connection:
         self._reply_sent = False
         self._state.close()
         self._moved()
+        self._buffer.clear()  # spec 6.2: nothing more is interpreted, so nothing is kept
         return self._error
 
     def _next_event(self) -> Event | Literal[_Sentinel.NEED_DATA, _Sentinel.PAUSED]:
@@ -359,6 +360,7 @@ class Connection:
                 return event
         state = self._state.state
         if state is State.CLOSED:
+            buffer.clear()  # after NE at login: bytes that came with it are never read
             return ConnectionClosed()
         if state is State.AWAIT_ACC and self.role is Role.SERVER:
             return PAUSED

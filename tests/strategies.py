@@ -110,8 +110,9 @@ def client_streams(draw: st.DrawFn, quit_at_end: bool | None = None) -> Stream:
 @st.composite
 def server_streams(draw: st.DrawFn) -> tuple[list[str], Stream]:
     """What a server sends a client that logged in and then made the returned requests:
-    ACC, then relays, notices and the replies to those requests, interleaved."""
-    requests = draw(st.lists(st.sampled_from(["list", "nick"]), max_size=8))
+    ACC, then relays, notices and the replies to those requests, interleaved. Or, about one
+    time in eight, ``NE`` alone: the login is refused, the server sends nothing more and
+    closes (spec 3.1.1), and there are no requests."""
     server = cw.Connection(cw.Role.SERVER)
     server.receive_data(b"3         ana")
     assert isinstance(server.next_event(), cw.Login)
@@ -121,6 +122,11 @@ def server_streams(draw: st.DrawFn) -> tuple[list[str], Stream]:
         stream.events.append(event)
         stream.data += server.send(event)
 
+    if draw(st.integers(0, 7)) == 0:
+        send(cw.Refused())
+        assert server.state is cw.State.CLOSED
+        return [], stream
+    requests = draw(st.lists(st.sampled_from(["list", "nick"]), max_size=8))
     send(cw.Accepted())
     for request in requests:
         server.receive_data(b"list      " if request == "list" else b"nick 3    bob")

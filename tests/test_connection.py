@@ -40,11 +40,23 @@ def test_server_decodes_what_a_client_sends_under_any_chunking(stream, sizes) ->
     assert server.bytes_received == len(stream.data)
 
 
-@given(pair=server_streams(), sizes=chunk_sizes)
-def test_client_decodes_what_a_server_sends_under_any_chunking(pair, sizes) -> None:
+@given(pair=server_streams(), sizes=chunk_sizes, eof=st.booleans())
+def test_client_decodes_what_a_server_sends_under_any_chunking(pair, sizes, eof) -> None:
     requests, stream = pair
     client = cw.Connection(cw.Role.CLIENT)
     client.send(cw.Login(nick="ana"))
+    if stream.events == [cw.Refused()]:
+        # NE at login (spec 3.1.1): the connection is over, whatever else arrives.
+        received: list[cw.Event] = []
+        for chunk in chunked(stream.data + b"msg 1 2   ahi" * eof, sizes):
+            client.receive_data(chunk)
+            received += drain(client)
+        # ConnectionClosed from then on, however often asked; nothing more is decoded or kept
+        assert received[0] == cw.Refused() and set(received[1:]) == {cw.ConnectionClosed()}
+        assert client.state is cw.State.CLOSED and client.buffered == 0
+        with pytest.raises(cw.LocalProtocolError):
+            client.send(cw.Login(nick="bob"))  # a new login needs a new connection
+        return
     chunks = chunked(stream.data, sizes)
     # ACC comes first; the client sends its requests once logged in, then reads the rest.
     client.receive_data(b"ACC       ")
