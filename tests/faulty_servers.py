@@ -177,6 +177,13 @@ class EchoRoom(Room):
         self._batch[-1] = (None, self._batch[-1][1])
 
 
+class SortedListRoom(Room):
+    """Lists nicks in alphabetical order (legal: spec 3.1.2 leaves the order open)."""
+
+    def nicks(self) -> tuple[str, ...]:
+        return tuple(sorted(super().nicks(), key=str.casefold))
+
+
 class StaleNickRoom(Room):
     """After a rename, message relays still carry the old nick."""
 
@@ -485,10 +492,23 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+#: Behaviours the spec leaves open, injected the same way: no MUST case may fail against them;
+#: ``catches`` maps the MAY cases that observe them to a fragment of their observation.
+VARIANTS: dict[str, Fault] = {
+    "sorted-list": Fault(
+        "the user list in alphabetical order, not in join order",
+        {"list-order": ("3.1.2", "sorted")},
+        ("list-order", "3.1.2"),
+        room=SortedListRoom,
+    ),
+}
+
+
 @contextlib.contextmanager
 def faulty_server(name: str, **settings: Any) -> Iterator[Server]:
-    """The reference server with the fault ``name`` injected, on a thread, on 127.0.0.1:0."""
-    fault = FAULTS[name]
+    """The reference server with the fault (or variant) ``name`` injected, on a thread, on
+    127.0.0.1:0."""
+    fault = FAULTS[name] if name in FAULTS else VARIANTS[name]
     settings.setdefault("listen", ["tcp://127.0.0.1:0"])
     server_class = type(
         f"Faulty_{name.replace('-', '_')}",

@@ -14,7 +14,8 @@ import pytest
 
 from chatwire.conformance import SERVER, KitOptions, Level, Verdict, run_cases, select
 from chatwire.transport import parse_endpoint
-from tests.faulty_servers import FAULTS, faulty_server
+from tests.faulty_servers import FAULTS, VARIANTS, faulty_server
+from tests.support import running_server
 
 OPTIONS = KitOptions(wait=2.0, quiet=0.3, clients=10, large_file=2 << 20, flood=8 << 20)
 
@@ -65,3 +66,28 @@ def test_nul_padding_is_reported_under_spec_2_2_whatever_the_case_checks() -> No
         assert result.requirement.section == "2.2"
         assert result.requirement.text == "A sender MUST produce exactly this form."
         assert "NUL" in result.actual
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_a_legal_variant_passes_and_is_observed(name: str) -> None:
+    variant = VARIANTS[name]
+    with faulty_server(name) as server:
+        results = run_cases(
+            select(SERVER.cases(), variant.only), parse_endpoint(server.urls[0]), OPTIONS
+        )
+    by_id = {r.case.id: r for r in results}
+    problems = [f"{r.case.id}: {r.actual}" for r in results if r.verdict is Verdict.FAIL]
+    assert not problems, problems
+    for case_id, (_, observed) in variant.catches.items():
+        result = by_id[case_id]
+        assert result.verdict is Verdict.INFO and result.note.startswith(observed), result.note
+
+
+def test_the_reference_server_lists_in_join_order() -> None:
+    # The contrast to the sorted-list variant: the kit's nicks sort differently from their
+    # join order, so "sorted" and "join order" cannot be confused.
+    with running_server() as server:
+        results = run_cases(
+            select(SERVER.cases(), ["list-order"]), parse_endpoint(server.urls[0]), OPTIONS
+        )
+    assert results[0].verdict is Verdict.INFO and results[0].note.startswith("join order")

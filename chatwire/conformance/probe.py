@@ -182,11 +182,12 @@ class NickSource:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
 
-    def __call__(self, size: int | None = None, tail: str = "") -> str:
-        """A fresh nick; ``size`` pads it with digits to that many bytes, ``tail`` ends it."""
+    def __call__(self, size: int | None = None, tail: str = "", head: str = "") -> str:
+        """A fresh nick; ``size`` pads it with digits to that many bytes, ``tail`` ends it,
+        ``head`` starts it (nicks that sort by their heads, not by the order they were made)."""
         with self._lock:
             number = next(self._counter)
-        base = self.tag + _base36(number)
+        base = head + self.tag + _base36(number)
         nick = base + tail
         length = len(nick.encode("utf-8"))
         if size is not None and length < size:

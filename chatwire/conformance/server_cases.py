@@ -1765,14 +1765,21 @@ def notices(ctx: CaseContext) -> str:
     title="in what order does the server list nicks?",
 )
 def list_order(ctx: CaseContext) -> str:
-    probes = [ctx.login(ctx.nick(tail=t)) for t in ("c", "a", "b")]
+    # Joined as c..., a..., b...: join order, sorted order and their reverses all differ, so
+    # the observation can tell them apart.
+    probes = [ctx.login(ctx.nick(head=h)) for h in ("c", "a", "b")]
     ours = [p.nick or "" for p in probes]
     listed = [n for n in probes[0].list_nicks() if n in ours]
-    if listed == ours:
-        return "join order"
-    if listed == sorted(ours):
-        return "sorted"
-    return f"other: {listed}"
+    orders = {
+        "join order": ours,
+        "sorted": sorted(ours),
+        "reverse join order": ours[::-1],
+        "reverse sorted": sorted(ours, reverse=True),
+    }
+    for name, order in orders.items():
+        if listed == order:
+            return f"{name} ({', '.join(listed)} for logins {', '.join(ours)})"
+    return f"other: {listed} for logins {ours}"
 
 
 @case(
