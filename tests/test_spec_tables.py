@@ -7,6 +7,7 @@ spec lists is declared as the spec says, and chatwire declares nothing the spec 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -155,6 +156,39 @@ def test_limits_table_matches_the_constants() -> None:
         ranges[names(field)[0]] = (int(low), int(high))
         assert getattr(cw, names(constant)[0]) == int(high)
     assert ranges == cw._limits.SIZE_RANGES
+
+
+# The seed paper (issue 2: ../shared/seed/seed-paper.txt from the checkout), if it is here.
+PAPER = Path(
+    os.environ.get(
+        "CHATWIRE_SEED_PAPER",
+        Path(__file__).resolve().parent.parent.parent / "shared" / "seed" / "seed-paper.txt",
+    )
+)
+
+
+def sharpening_entries() -> list[str]:
+    """The numbered entries of section 11, "Where this spec sharpens the paper"."""
+    text = SPEC[SPEC.index("## 11. ") : SPEC.index("## Appendix A.")]
+    entries = re.split(r"^\d+\. (?=\*\*)", text, flags=re.MULTILINE)[1:]
+    assert len(entries) >= 20
+    return entries
+
+
+def test_every_sharpening_entry_quotes_the_paper_and_decides() -> None:
+    for entry in sharpening_entries():
+        assert "Decided (" in flat(entry), entry[:60]
+        assert re.findall(r'"([^"]+)"', re.sub(r"`[^`]*`", "", entry)), entry[:60]
+
+
+@pytest.mark.skipif(not PAPER.is_file(), reason=f"the seed paper is not at {PAPER}")
+def test_every_quote_of_the_paper_is_exact() -> None:
+    # Section 11 quotes the paper word for word, its markup (*italics*, \_) included; only line
+    # breaks differ. Text in backquotes is the spec's own.
+    paper = flat(PAPER.read_text(encoding="utf-8"))
+    for entry in sharpening_entries():
+        for quote in re.findall(r'"([^"]+)"', re.sub(r"`[^`]*`", "", entry)):
+            assert flat(quote) in paper, f"not in the paper: {quote!r}"
 
 
 def parse_transition(row: list[str]) -> tuple[tuple[State, str, Direction], Transition]:
