@@ -252,7 +252,8 @@ class Connection:
 
     @property
     def buffered(self) -> int:
-        """Received bytes not yet turned into events (a partial frame, or frames not read)."""
+        """Received bytes not yet turned into events (a partial frame, or frames not read); 0
+        once the connection is closed, since those bytes are dropped (see `receive_data`)."""
         return len(self._buffer)
 
     @property
