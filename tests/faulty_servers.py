@@ -162,6 +162,15 @@ class BlockingTransport(SocketTransport):
             offset += len(chunk)
 
 
+class BlockingMessagesTransport(BlockingTransport):
+    """Blocking sends for every write but file relays (replies, message relays, notices), which
+    are queued as usual: a flood of files past a client that does not read goes through, a
+    flood of messages stalls the whole server."""
+
+    def write_file(self, head: bytes, spool: Any) -> None:
+        SocketTransport.write_file(self, head, spool)
+
+
 # --- Faulty rooms and sessions -----------------------------------------------------------------
 
 
@@ -473,6 +482,12 @@ FAULTS: dict[str, Fault] = {
         {"slow-reader": ("7.3", "the server stalls on the silent client")},
         ("slow-reader",),
         transport=BlockingTransport,
+    ),
+    "stall-on-slow-reader-messages": Fault(
+        "blocking writes of messages only: a client that does not read stalls message relays",
+        {"slow-reader": ("7.3", "messages sent, then nothing")},
+        ("slow-reader",),
+        transport=BlockingMessagesTransport,
     ),
     "no-ne-on-malformed-login": Fault(
         "a malformed first frame is not answered NE before the close",

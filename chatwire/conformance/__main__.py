@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         default=defaults.flood,
         metavar="SIZE",
-        help="bytes sent past a client that does not read (default 16M)",
+        help="bytes of files sent past a client that does not read, after half as many bytes "
+        "of messages (default 16M)",
     )
     server.add_argument(
         "--login-timeout",

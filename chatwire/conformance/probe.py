@@ -101,7 +101,8 @@ class KitOptions:
     clients: int = 50
     #: Bytes of the large-file case.
     large_file: int = 32 << 20
-    #: Bytes sent while one client does not read (the slow-reader cases).
+    #: Bytes of files sent while one client does not read (the slow-reader cases), after half
+    #: as many bytes of messages.
     flood: int = 16 << 20
     #: The server's login timeout, if the operator wants it checked (spec 7.2).
     login_timeout: float | None = None

@@ -41,7 +41,7 @@ from typing import Any
 import chatwire as cw
 
 from .probe import CaseContext, Frame, Probe, skip_unless
-from .registry import Failed, Level, Registry, Skipped
+from .registry import Failed, Level, Registry, Requirement, Skipped
 from .wire import render
 
 __all__ = ["SERVER"]
@@ -1574,78 +1574,183 @@ def many_clients(ctx: CaseContext) -> str:
     return f"{count} clients"
 
 
-FLOOD_FILE = 128 * 1024  # the flood is files: fast even where a server rate-limits messages
+FLOOD_FILE = 128 * 1024  # bytes of each file of the flood
+FLOOD_PER_SENDER = 32  # messages each sender of the flood sends: a short burst, spec 7.3
+
+
+class _Window:
+    """A fair sender's view of one reader: at most ``size`` relays sent ahead of what the
+    reader has received, so only a client that does not read at all can fall behind."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sent = 0
+        self.received = 0
+        self.errors: list[Failed] = []
+        self.changed = threading.Condition()
+
+    def got_one(self) -> None:
+        with self.changed:
+            self.received += 1
+            self.changed.notify_all()
+
+    def fail(self, exc: Failed) -> None:
+        with self.changed:
+            self.errors.append(exc)
+            self.changed.notify_all()
+
+    def wait_for_room(self, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(
+                lambda: bool(self.errors) or self.sent - self.received < self.size, timeout
+            )
+
+
+def _reading(window: _Window, read_one: Callable[[int], None], count: int) -> threading.Thread:
+    def run() -> None:
+        try:
+            for index in range(count):
+                read_one(index)
+                window.got_one()
+        except Failed as exc:
+            window.fail(exc)
+        except OSError as exc:
+            window.fail(Failed("the connection to work", repr(exc)))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _flood_phase(
+    ctx: CaseContext,
+    silent: Probe,
+    reader: Probe,
+    *,
+    what: str,
+    sends: Sequence[Callable[[], None]],
+    read_one: Callable[[int], None],
+    window: int,
+) -> None:
+    """Send ``sends`` one after the other, each once the reader is less than ``window`` relays
+    behind; raise `Failed` (spec 7.3) when the reader stops receiving."""
+    state = _Window(window)
+    thread = _reading(state, read_one, len(sends))
+    stalled = f"relays to {reader.label} to go on while {silent.label} does not read ({what})"
+    stall = (
+        f"{reader.label} received {{}} of the {{}} {what} sent, then nothing for "
+        f"{ctx.options.wait:g} s: the server stalls on the silent client"
+    )
+    for send in sends:
+        ok = state.wait_for_room(ctx.timeout())
+        if state.errors:
+            break
+        if not ok:
+            actual = stall.format(state.received, state.sent)
+            raise Failed(stalled, actual, requirement=SLOW_READER, timed_out=True)
+        send()
+        state.sent += 1
+    thread.join(ctx.timeout())
+    if state.errors:
+        error = state.errors[0]
+        if error.timed_out and error.requirement is None:  # the reader waited in vain
+            actual = f"{stall.format(state.received, state.sent)} ({error.actual})"
+            raise Failed(stalled, actual, requirement=SLOW_READER, timed_out=True)
+        raise Failed(
+            f"all {len(sends)} {what} at {reader.label} while {silent.label} does not read",
+            f"after {state.received}: {error.actual}",
+            requirement=error.requirement or SLOW_READER,
+            timed_out=error.timed_out,
+        )
+    if thread.is_alive():
+        raise Failed(stalled, f"{reader.label} received {state.received} of {len(sends)}")
+
+
+def _flood_text(sender: int, index: int) -> str:
+    # A full 9999-byte text that says who sent it and which one it is.
+    head = f"flood {sender}.{index} "
+    return head + "m" * (cw.TEXT_MAX - len(head))
+
+
+def _flood_messages(ctx: CaseContext, silent: Probe, reader: Probe, volume: int) -> int:
+    """About ``volume`` bytes of 9999-byte messages relayed past ``silent``, from senders of a
+    short burst each (round robin); returns the bytes the server had to relay to ``silent``."""
+    count = max(volume // cw.TEXT_MAX, 2 * FLOOD_PER_SENDER)
+    senders = ctx.crowd(-(-count // FLOOD_PER_SENDER))
+    plan = [(s, i) for i in range(FLOOD_PER_SENDER) for s in range(len(senders))][:count]
+    nicks = [p.nick or "" for p in senders]
+    expected = dict.fromkeys(range(len(senders)), 0)
+
+    def read_one(index: int) -> None:
+        frame = reader.relay(f"message relay {index + 1} of {count} of the flood")
+        event = frame.event
+        if not isinstance(event, cw.MessageRelay) or event.sender not in nicks:
+            raise Failed("a message of the flood", str(frame))
+        sender = nicks.index(event.sender)
+        if event.text != _flood_text(sender, expected[sender]):
+            raise Failed(f"message {expected[sender]} of {event.sender} next", str(frame))
+        expected[sender] += 1
+
+    def sending(sender: int, index: int) -> Callable[[], None]:
+        return lambda: senders[sender].send(cw.Message(text=_flood_text(sender, index)))
+
+    sends = [sending(sender, index) for sender, index in plan]
+    _flood_phase(
+        ctx,
+        silent,
+        reader,
+        what="messages",
+        sends=sends,
+        read_one=read_one,
+        window=4 * FLOOD_PER_SENDER,
+    )
+    return sum(cw.HEADER_SIZE + len(nicks[s].encode()) + cw.TEXT_MAX for s, _ in plan)
+
+
+def _flood_files(ctx: CaseContext, silent: Probe, reader: Probe, volume: int) -> int:
+    """``volume`` bytes of files relayed past ``silent``; returns the bytes relayed to it."""
+    sender = ctx.login()
+    nick = sender.nick or ""
+    data = _file_data(FLOOD_FILE, seed=3)
+    count = max(volume // FLOOD_FILE, 4)
+
+    def read_one(index: int) -> None:
+        reader.expect_file(nick, f"flood{index}.bin", data)
+
+    def sending(index: int) -> Callable[[], None]:
+        return lambda: sender.send_file(f"flood{index}.bin", data)
+
+    sends = [sending(i) for i in range(count)]
+    _flood_phase(ctx, silent, reader, what="files", sends=sends, read_one=read_one, window=8)
+    head = len(cw.encode(cw.FileRelay(sender=nick, name="flood0.bin", size=FLOOD_FILE)))
+    return count * (head + FLOOD_FILE)
 
 
 def _flood(ctx: CaseContext) -> tuple[Probe, int]:
-    """A client that never reads, and a flood of files (``--flood`` bytes in all) from a sender
-    to a reader that does.
-
-    The sender keeps at most a window of files ahead of the reader (a fair sender), so only the
-    client that does not read can fall behind. Returns the silent client and the bytes the
-    server had to relay to it. Raises `Failed` when relays to the reader stop.
-    """
+    """A client that never reads, and a flood relayed past it to a client that does: first
+    ``--flood`` / 2 bytes of messages from several senders, then ``--flood`` bytes of files (a
+    server may queue the two kinds apart, or block on one kind only). Returns the silent client
+    and the bytes the server had to relay to it. Raises `Failed` when relays to the reader stop
+    (spec 7.3)."""
     silent = ctx.login(label=None)
-    sender, reader = ctx.login(), ctx.login()
-    assert sender.nick
-    data = _file_data(FLOOD_FILE, seed=3)
-    count = max(ctx.options.flood // FLOOD_FILE, 4)
-    state = {"received": 0}
-    errors: list[Failed] = []
-    changed = threading.Condition()
+    reader = ctx.login()
+    total = _flood_messages(ctx, silent, reader, ctx.options.flood // 2)
+    total += _flood_files(ctx, silent, reader, ctx.options.flood)
+    return silent, total
 
-    def read() -> None:
-        try:
-            for index in range(count):
-                reader.expect_file(sender.nick or "", f"flood{index}.bin", data)
-                with changed:
-                    state["received"] += 1
-                    changed.notify_all()
-        except Failed as exc:
-            errors.append(exc)
-        except OSError as exc:
-            errors.append(Failed("the connection to work", repr(exc)))
-        finally:
-            with changed:
-                changed.notify_all()
 
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    window = 8
-    sent = 0
-
-    def may_send() -> bool:
-        return bool(errors) or sent - state["received"] < window
-
-    for index in range(count):
-        with changed:
-            ok = changed.wait_for(may_send, timeout=ctx.timeout())
-        if errors:
-            break
-        if not ok:
-            raise Failed(
-                f"relays to {reader.label} to go on while {silent.label} does not read",
-                f"{reader.label} received {state['received']} of the {index} files sent, then "
-                f"nothing for {ctx.options.wait:g} s: the server stalls on the silent client",
-            )
-        sender.send_file(f"flood{index}.bin", data)
-        sent += 1
-    thread.join(ctx.timeout())
-    if errors:
-        raise Failed(
-            f"all {count} files at {reader.label} while {silent.label} does not read",
-            f"after {state['received']}: {errors[0].actual}",
-        )
-    head = len(cw.encode(cw.FileRelay(sender=sender.nick, name="flood0.bin", size=FLOOD_FILE)))
-    return silent, count * (head + FLOOD_FILE)
+SLOW_READER = Requirement(
+    "7.3",
+    "A server MUST NOT let a client that reads slowly, or not at all, delay relays to other "
+    "clients.",
+)
 
 
 @case(
     "slow-reader",
     "7.3",
     MUST,
-    "A server MUST NOT let a client that reads slowly, or not at all, delay relays to other "
-    "clients.",
+    SLOW_READER.text,
     title="a client that stops reading does not stall relays to the others (--flood)",
     timeout=60.0,
     also=("3.1.7",),
