@@ -222,6 +222,10 @@ class Connection:
     def _moved(self) -> None:
         # After every state change: which messages now need no state-machine work.
         state = self._state.state
+        if state is State.CLOSED:
+            # spec 6.2, 3.1.1: nothing more is read after NE at login, an error or the end, so
+            # the bytes that came with the last frame are not kept either.
+            self._buffer.clear()
         self._free = _FREE[(self._incoming, state)]
         if self.role is Role.SERVER and state in SERVER_SILENT:
             self._free_out = frozenset()  # spec 3.1.5: send() refuses every frame now
@@ -293,8 +297,7 @@ class Connection:
             return
         buffer = self._buffer
         if self._state.state is State.CLOSED:
-            buffer.clear()  # spec 6.2: nothing is read after the end; do not hold it either
-            return
+            return  # spec 6.2: nothing is read after the end, so nothing is kept
         if buffer._size > MAX_BUFFERED:
             raise LocalProtocolError(
                 f"{buffer._size} received bytes are buffered unread (at most {MAX_BUFFERED}): "
@@ -339,7 +342,6 @@ class Connection:
         self._reply_sent = False
         self._state.close()
         self._moved()
-        self._buffer.clear()  # spec 6.2: nothing more is interpreted, so nothing is kept
         return self._error
 
     def _next_event(self) -> Event | Literal[_Sentinel.NEED_DATA, _Sentinel.PAUSED]:
@@ -361,7 +363,6 @@ class Connection:
                 return event
         state = self._state.state
         if state is State.CLOSED:
-            buffer.clear()  # after NE at login: bytes that came with it are never read
             return ConnectionClosed()
         if state is State.AWAIT_ACC and self.role is Role.SERVER:
             return PAUSED

@@ -638,16 +638,23 @@ def test_feeding_while_paused_is_bounded_by_max_buffered() -> None:
 
 def test_bytes_received_after_the_connection_closed_are_dropped() -> None:
     client = in_state(cw.Role.CLIENT, "AWAIT_ACC")
-    client.receive_data(b"NE        ")
+    client.receive_data(b"NE        msg 1 2   ahi")
     assert client.next_event() == cw.Refused()
+    assert client.buffered == 0  # what came with NE is never read, so not kept
     for _ in range(3):
         client.receive_data(bytes(cw.MAX_BUFFERED))  # a peer that goes on sending
         assert client.buffered == 0
     assert client.next_event() == cw.ConnectionClosed()
+    server = cw.Connection(cw.Role.SERVER)
+    server.receive_data(b"3         a b msg 2     hi")
+    assert server.next_event() == cw.Login(nick="a b")
+    assert server.send(cw.Refused()) == b"NE        "  # closes: the pipelined msg is dropped
+    assert server.buffered == 0 and server.next_event() == cw.ConnectionClosed()
     server = in_state(cw.Role.SERVER, "ACTIVE")
     server.receive_data(b"msg 05    hi")
     with pytest.raises(cw.RemoteProtocolError) as info:
         server.next_event()
+    assert server.buffered == 0
     server.receive_data(b"more")
     assert server.buffered == 0
     with pytest.raises(cw.RemoteProtocolError) as again:
