@@ -24,13 +24,21 @@ Rules:
   printed with the spec section, the byte offset, the offending bytes and, for a header, what
   is wrong with it (NUL padding, a leading zero...). That direction is not decoded further (the
   protocol cannot resynchronise, spec 6.2) but its bytes are still forwarded.
+- **Only the guilty side is blamed.** Once one direction has broken the protocol, the proxy no
+  longer knows the state of the connection (a request it could not decode may be answered), so
+  it stops checking the other direction against the state machine (spec 4.3) and says so; that
+  direction's frames are still decoded and checked for their form, sizes and payloads. One
+  exception: after a malformed first frame from the client the server MUST answer ``NE`` and
+  close (spec 3.1.1, 6.3), so that is what the proxy expects, and an ``ACC`` is flagged.
 
 How it works: each connection has two pump threads, one per direction, and one `Tracer`. The
 client's bytes are decoded by a server-role `chatwire.Connection` and the server's by a
 client-role one; each frame decoded on one side is also passed to the other side's connection
 (as if sent), so both state machines know the login state and the pending requests (spec 4.3).
 Bytes are decoded before they are forwarded, so a reply can never be decoded before the request
-it answers.
+it answers. A side that is no longer state-checked gets, at each frame boundary, a fresh
+connection primed into a state in which the next header is legal (a ``list-reply`` finds a
+``list`` pending), fed the bytes from that boundary on.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ class _Side:
     """The decoding state of one direction."""
 
     def __init__(self, role: cw.Role) -> None:
+        self.role = role
         self.conn = cw.Connection(role)
         self.raw = bytearray()  # received bytes from stream offset `base` on
         self.base = 0
@@ -66,6 +75,47 @@ class _Side:
         self.dead = False  # a violation was met: no more decoding
         self.file: tuple[cw.Event, int, Any] | None = None  # head, data bytes, hash
         self.eof = False
+        self.free = False  # the other side broke the protocol: no state checks (see above)
+        self.reprime = False  # free, at a frame boundary: prime a connection for the next frame
+        self.expect_ne = False  # the client's first frame was malformed: NE must answer it
+        # `conn` counts `primed` bytes of its own making; they stand for stream offset `origin`.
+        self.origin = 0
+        self.primed = 0
+
+    def offset(self, position: int) -> int:
+        """The stream offset of ``conn``'s byte ``position``."""
+        return self.origin + position - self.primed
+
+    def prime(self) -> bool:
+        """Replace ``conn`` by a fresh one in which the next header is legal (free mode only),
+        fed every byte from the frame boundary on. False: too few bytes yet to tell."""
+        raw = bytes(self.raw)
+        if len(raw) < cw.HEADER_SIZE and not self.eof:
+            return False
+        words = raw[: cw.HEADER_SIZE].split()
+        code = words[0] if words else b""
+        conn = cw.Connection(self.role)
+        if self.role is cw.Role.CLIENT:  # server frames
+            conn.send(cw.Login(nick="x"))
+            if code not in (b"ACC", b"NE"):
+                conn.receive_data(cw.encode(cw.Accepted()))
+                conn.next_event()
+                if code == b"NC":
+                    conn.send(cw.NickRequest(nick="x"))
+                elif code.isdigit():
+                    conn.send(cw.ListRequest())
+        elif not code.isdigit():  # client frames other than a login
+            conn.receive_data(cw.encode(cw.Login(nick="x")))
+            conn.next_event()
+            conn.send(cw.Accepted())
+        self.origin, self.primed = self.consumed, conn.bytes_received
+        if raw:
+            conn.receive_data(raw)
+        if self.eof:
+            conn.receive_data(b"")
+        self.conn = conn
+        self.reprime = False
+        return True
 
 
 class Tracer:
@@ -111,7 +161,12 @@ class Tracer:
             # Decoding one side may unblock the other (an ACC unpauses the client's side).
             self._drain(direction)
             self._drain(S2C if direction == C2S else C2S)
-            if direction == C2S and side.conn.state is cw.State.AWAIT_ACC and side.conn.buffered:
+            if (
+                direction == C2S
+                and not side.free
+                and side.conn.state is cw.State.AWAIT_ACC
+                and side.conn.buffered
+            ):
                 # The server-role decoder waits for the answer; the client did not (spec 3.1.1).
                 side.dead = True
                 self.flag(
@@ -120,6 +175,7 @@ class Tracer:
                     "the client MUST NOT send any frame until it has received ACC): "
                     f"{render(side.raw, 40)}; no further decoding this way",
                 )
+                self._free(S2C)
 
     def _other(self, direction: str) -> _Side:
         return self.sides[S2C if direction == C2S else C2S]
@@ -127,6 +183,8 @@ class Tracer:
     def _drain(self, direction: str) -> None:
         side = self.sides[direction]
         while not side.dead:
+            if side.reprime and not side.prime():
+                return
             try:
                 event = side.conn.next_event()
             except cw.RemoteProtocolError as exc:
@@ -134,13 +192,39 @@ class Tracer:
                 return
             if event is cw.NEED_DATA or event is cw.PAUSED or type(event) is cw.ConnectionClosed:
                 return
-            start, end = side.consumed, side.conn.bytes_received
+            start, end = side.consumed, side.offset(side.conn.bytes_received)
             raw = bytes(side.raw[start - side.base : end - side.base])
             side.consumed = end
             del side.raw[: end - side.base]
             side.base = end
+            if side.expect_ne and isinstance(event, cw.Accepted):
+                side.dead = True
+                self.flag(
+                    direction,
+                    "ACC answers a malformed first frame (spec 3.1.1, 6.3: the server answers NE "
+                    "and closes); no further decoding this way",
+                )
+                return
             self._show(direction, side, event, raw)
-            self._mirror(direction, event, len(raw))
+            if side.free:
+                side.reprime = not isinstance(event, cw.File | cw.FileRelay | cw.FileData)
+            else:
+                self._mirror(direction, event, len(raw))
+
+    def _free(self, direction: str) -> None:
+        """The other direction broke the protocol: stop checking ``direction`` against the state
+        machine (see the module docstring), and say so."""
+        side = self.sides[direction]
+        if side.free or side.dead or side.expect_ne:
+            return
+        side.free = True
+        side.reprime = not side.conn.receiving_file
+        other = C2S if direction == S2C else S2C
+        self.say(
+            direction,
+            f"-- {other} broke the protocol: {direction} frames are still checked for their "
+            "form, no longer against the state machine (spec 4.3)",
+        )
 
     def _show(self, direction: str, side: _Side, event: cw.Event, raw: bytes) -> None:
         if isinstance(event, cw.FileData):
@@ -165,7 +249,11 @@ class Tracer:
     def _mirror(self, direction: str, event: cw.Event, size: int) -> None:
         # Keep the other direction's state machine in step (see the module docstring).
         other = self._other(direction)
-        if other.dead or isinstance(event, cw.ConnectionClosed):
+        if other.dead or other.free or isinstance(event, cw.ConnectionClosed):
+            return
+        if other.conn.state is cw.State.CLOSED:
+            # That direction has ended; frames still coming this way were sent before its end
+            # was read (relays in flight when a client closes): nothing left to follow there.
             return
         try:
             if isinstance(event, cw.FileData):
@@ -177,8 +265,10 @@ class Tracer:
             self.flag(direction, f"cannot follow the state any further ({exc}); still forwarding")
 
     def _violation(self, direction: str, side: _Side, exc: cw.RemoteProtocolError) -> None:
+        # The server-role decoder names the reply a malformed first frame gets (spec 6.3).
+        first_frame = direction == C2S and not side.free and exc.reply is not None
         side.dead = True
-        offset = exc.offset if exc.offset is not None else side.consumed
+        offset = side.offset(exc.offset) if exc.offset is not None else side.consumed
         at = max(offset - side.base, 0)
         shown = bytes(side.raw[max(side.consumed - side.base, 0) : at + 10])
         why = explain_header(side.raw[at : at + 10]) if exc.section in ("2.3", "2.6") else ""
@@ -186,6 +276,14 @@ class Tracer:
         if why:
             text += f"; {why}"
         self.flag(direction, text + "; no further decoding this way, bytes still forwarded")
+        server = self.sides[S2C]
+        if first_frame and server.conn.state is cw.State.LOGIN and not server.dead:
+            # spec 3.1.1, 6.3: a malformed first frame is answered NE, then the close
+            server.conn.send(cw.Login(nick=""))
+            server.expect_ne = True
+            self.say(S2C, "-- expecting NE and the close (spec 3.1.1, 6.3)")
+        else:
+            self._free(S2C if direction == C2S else C2S)
 
     def flag(self, direction: str, text: str) -> None:
         self.violations.append(f"{direction} {text}")

@@ -1,6 +1,7 @@
 """The trace proxy (chatwire/proxy.py): bytes forwarded unchanged both ways, every frame printed
 with time and direction, file data summarised, violations flagged while forwarding goes on,
-several connections at once."""
+only the side that broke the protocol blamed, several connections at once, and the whole
+conformance kit run through it against the reference server without one server violation."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import time
 from collections.abc import Iterator
 
 import chatwire as cw
+from chatwire.conformance import SERVER, KitOptions, Level, Verdict, run_cases
 from chatwire.proxy import Proxy
+from chatwire.transport import parse_endpoint
 from tests.support import ROOT, Peer, running_server, wait_until
 
 
@@ -124,6 +127,98 @@ def test_violations_are_flagged_and_forwarding_goes_on() -> None:
     assert "C->S  !! VIOLATION" in line and "spec 2.3" in line and "leading zero" in line
     assert "still forwarded" in line
     assert "before ACC or NE" in text
+
+
+def _violations(text: str, direction: str) -> list[str]:
+    return [line for line in text.splitlines() if f"{direction}  !! VIOLATION" in line]
+
+
+def _fake_upstream(answer: bytes) -> tuple[str, socket.socket]:
+    """A server that reads 10 bytes, writes ``answer`` and closes (to make the proxy watch a
+    server that breaks the protocol)."""
+    upstream = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = upstream.accept()
+        with conn:
+            conn.recv(10)
+            conn.sendall(answer)
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(65536):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"tcp://127.0.0.1:{upstream.getsockname()[1]}", upstream
+
+
+def test_a_malformed_first_frame_makes_the_proxy_expect_ne() -> None:
+    # spec 3.1.1, 6.3: the server answers a malformed first frame NE; that is not a violation
+    with running_server() as server, proxy_to(server.urls[0]) as (proxy, out):
+        with Peer(proxy.url) as peer:
+            peer.send_raw(b"3\x00\x00\x00\x00\x00\x00\x00\x00\x00ana")
+            peer.conn.send(cw.Login(nick=""))  # so that our decoder expects the answer too
+            peer.expect(cw.Refused)
+            peer.expect_closed()
+        wait_until(lambda: "connection closed" in out.text(), 5, "the close traced")
+    text = out.text()
+    assert len(_violations(text, "C->S")) == 1
+    assert not _violations(text, "S->C"), _violations(text, "S->C")
+    assert "S->C  -- expecting NE and the close (spec 3.1.1, 6.3)" in text
+    assert "S->C  NE  [NE        ]" in text
+
+
+def test_acc_to_a_malformed_first_frame_is_flagged() -> None:
+    url, upstream = _fake_upstream(b"ACC       ")
+    with proxy_to(url) as (proxy, out), Peer(proxy.url) as peer:
+        peer.send_raw(b"+3        ana")
+        wait_until(lambda: len(_violations(out.text(), "S->C")) == 1, 5, "the ACC flagged")
+    upstream.close()
+    assert "ACC answers a malformed first frame" in _violations(out.text(), "S->C")[0]
+
+
+def test_after_a_client_violation_the_server_is_checked_for_form_only() -> None:
+    # login and list in one write (spec 3.1.1: nothing before ACC); chatserver answers both
+    with (
+        running_server() as server,
+        proxy_to(server.urls[0]) as (proxy, out),
+        Peer(proxy.url) as early,
+    ):
+        early.send_raw(cw.encode(cw.Login(nick="bob")) + cw.encode(cw.ListRequest()))
+        wait_until(lambda: "S->C  list-reply ['bob']" in out.text(), 5, "the list reply")
+    text = out.text()
+    assert len(_violations(text, "C->S")) == 1 and "before ACC or NE" in text
+    assert not _violations(text, "S->C"), _violations(text, "S->C")  # the reply is not blamed
+    assert "S->C  -- C->S broke the protocol: S->C frames are still checked for their form" in text
+
+
+def test_after_a_client_violation_server_frames_are_still_checked_for_their_form() -> None:
+    url, upstream = _fake_upstream(b"ACC       " + b"NC        " + b"msg 3 2\x00\x00\x00anahi")
+    with proxy_to(url) as (proxy, out), Peer(proxy.url) as peer:
+        peer.send_raw(cw.encode(cw.Login(nick="ana")) + cw.encode(cw.ListRequest()))
+        wait_until(lambda: _violations(out.text(), "S->C"), 5, "the NUL-padded relay flagged")
+    upstream.close()
+    text = out.text()
+    assert "S->C  NC  [NC        ]" in text  # unasked, but the state is not checked any more
+    (flagged,) = _violations(text, "S->C")
+    assert "spec 2.3, byte 20" in flagged and "NUL" in flagged
+
+
+def test_the_kit_through_the_proxy_flags_no_server_violation() -> None:
+    options = KitOptions(clients=20, large_file=4 << 20, flood=8 << 20)
+    with running_server() as server, proxy_to(server.urls[0]) as (proxy, out):
+        results = run_cases(SERVER.cases(), parse_endpoint(proxy.url), options)
+        wait_until(
+            lambda: out.text().count("connection closed") == out.text().count("connected;"),
+            10,
+            "every connection traced to its end",
+        )
+    text = out.text()
+    assert not _violations(text, "S->C"), _violations(text, "S->C")[:5]
+    assert _violations(text, "C->S")  # the kit's deliberately malformed frames
+    failed = [
+        r.case.id for r in results if r.case.level is Level.MUST and r.verdict is not Verdict.PASS
+    ]
+    assert not failed, failed
 
 
 def test_several_connections_at_once() -> None:
