@@ -16,8 +16,9 @@ import pytest
 
 import chatwire as cw
 from chatwire.conformance import CLIENT, ClientKit, ClientOptions, Run, Verdict, run_client_kit
+from chatwire.conformance.client_mode import LONG_TEXT, MALFORMED
 from chatwire.transport import parse_endpoint
-from tests.support import ROOT, Peer
+from tests.support import ROOT, Peer, wait_until
 
 OPTIONS = ClientOptions(wait=10.0, hold=0.2, prompts=False)
 
@@ -44,26 +45,90 @@ def _failures(run: Run) -> dict[str, str]:
     return {r.case.id: r.actual for r in run.results if r.verdict is Verdict.FAIL}
 
 
+def _problems(run: Run) -> dict[str, str]:
+    bad = (Verdict.FAIL, Verdict.NON_STRICT, Verdict.ERROR)
+    return {r.case.id: r.actual for r in run.results if r.verdict in bad}
+
+
 def test_reference_client_library_passes(tmp_path: Path) -> None:
     chatclient = pytest.importorskip("chatclient")
     upload = tmp_path / "upload.txt"
     upload.write_bytes(b"some file content\n")
-    with client_kit() as (url, runs):
+    downloads = tmp_path / "in"
+    downloads.mkdir()
+    options = ClientOptions(wait=10.0, hold=0.2, prompts=False, downloads=str(downloads))
+    with client_kit(options) as (url, runs):
         with pytest.raises(chatclient.LoginRefusedError):
-            chatclient.connect(url, "me", downloads=tmp_path / "in")
-        client = chatclient.connect(url, "me", downloads=tmp_path / "in")
+            chatclient.connect(url, "me", downloads=downloads)
+        client = chatclient.connect(url, "me", downloads=downloads)
         assert set(client.list_users().result(timeout=10)) >= {"ana", "bob", "me"}
         assert client.change_nick("ana").result(timeout=10) is False
         assert client.change_nick("me2").result(timeout=10) is True
         client.send_text("hello").result(timeout=10)
+        client.send_text(LONG_TEXT).result(timeout=10)
         client.send_file(upload).result(timeout=10)
         client.quit(timeout=10)
+        # The last step: the kit sends a malformed frame, which must end the connection.
+        third = chatclient.connect(url, "me", downloads=downloads)
+        wait_until(lambda: third.closed, 10, "the client library to close on a malformed frame")
     run = runs[0]
-    assert not _failures(run), _failures(run)
+    assert not _problems(run), _problems(run)
     verdicts = _verdicts(run)
+    for case_id in (
+        "client-file",
+        "client-reads-after-quit",
+        "client-long-text",
+        "client-long-text-cut",
+        "client-saves-files",
+        "client-closes-on-malformed",
+        "client-takes-relays",
+    ):
+        assert verdicts[case_id] is Verdict.PASS, case_id
+    assert (downloads / "hello.txt").read_bytes() == b"hello, world\n"
+
+
+def _chatclient(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chatclient", "--nick", "me", "--timeout", "5", *args, url],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def test_reference_chatclient_program_passes_in_scripted_mode(tmp_path: Path) -> None:
+    # What docs/conformance.md tells an operator to run, with the real chatclient program.
+    long_text = tmp_path / "long.txt"
+    downloads = tmp_path / "in"
+    downloads.mkdir()
+    upload = tmp_path / "upload.txt"
+    upload.write_bytes(b"some file content\n")
+    options = ClientOptions(
+        wait=20.0,
+        hold=0.2,
+        prompts=False,
+        long_text_file=str(long_text),
+        downloads=str(downloads),
+    )
+    with client_kit(options) as (url, runs):
+        refused = _chatclient(url, "-d", str(downloads))  # step 1: NE, exit status 3
+        assert refused.returncode == 3, refused.stderr
+        script = ["/list", "/nick ana", "/nick me2", "hello"]
+        script += [long_text.read_text(encoding="utf-8").rstrip("\n"), f"/sendFile {upload}"]
+        done = _chatclient(url, "-d", str(downloads), stdin="\n".join([*script, "/quit", ""]))
+        assert done.returncode == 0, done.stderr
+        hostile = _chatclient(url, "-d", str(downloads), "--listen")  # step 10
+        assert hostile.returncode == 1, hostile.stderr
+    run = runs[0]
+    assert not _problems(run), _problems(run)
+    verdicts = _verdicts(run)
+    assert verdicts["client-long-text"] is Verdict.PASS
+    assert verdicts["client-closes-on-malformed"] is Verdict.PASS
+    assert verdicts["client-saves-files"] is Verdict.PASS
     assert verdicts["client-file"] is Verdict.PASS
-    assert verdicts["client-reads-after-quit"] is Verdict.PASS
-    assert (tmp_path / "in" / "hello.txt").read_bytes() == b"hello, world\n"
 
 
 def _reply(peer: Peer) -> cw.Event:
@@ -85,8 +150,13 @@ def scripted_client(
     reconnect: bool = True,
     nul: bool = False,
     after_quit: bool = False,
+    long_text: str = "split",
+    hostile: str = "close",
 ) -> None:
-    """A client doing the kit's script, with one defect when asked."""
+    """A client doing the kit's script, with one defect when asked: ``long_text`` is "split"
+    (as spec 3.1.6 says), "whole" (one over-long frame), "at-limit" (cut at 9999 bytes, not
+    after a space) or "skip"; ``hostile`` is "close" (on the malformed frame of the last step),
+    "ignore" (stays connected) or "none" (no third connection)."""
     first = Peer(url, timeout=5)
     first.send(cw.Login(nick="me"))
     if early:
@@ -111,12 +181,47 @@ def scripted_client(
             peer.send_raw(b"msg 5\x00\x00\x00\x00\x00hello")
         else:
             peer.send(cw.Message(text="hello"))
-        peer.send(cw.Message(text="skip"))
+        data = LONG_TEXT.encode()
+        if long_text == "split":
+            for piece in cw.split_text(LONG_TEXT):
+                peer.send(cw.Message(text=piece))
+        elif long_text == "whole":
+            peer.send_raw(f"msg {len(data)}".encode().ljust(10) + data)
+        elif long_text == "at-limit":
+            cut = 9999
+            while data[cut] & 0xC0 == 0x80:
+                cut -= 1
+            peer.send(cw.Message(text=data[:cut].decode()))
+            peer.send(cw.Message(text=data[cut:].decode()))
+        else:
+            peer.send(cw.Message(text="skip"))
+        peer.send(cw.Message(text="skip"))  # the file step
         peer.send(cw.Quit())
         if after_quit:
             peer.send_raw(cw.encode(cw.Message(text="too late")))
         while not isinstance(peer.next(), cw.ConnectionClosed):
             pass  # relays the kit sent before it read quit, then its close
+    if hostile == "none":
+        return
+    try:
+        third = Peer(url, timeout=5)
+    except OSError:
+        return  # the kit ended the session already (a defect above)
+    with third:
+        third.send(cw.Login(nick="me"))
+        if hostile == "close":
+            with pytest.raises(cw.RemoteProtocolError):  # ACC, then the malformed frame
+                while True:
+                    third.next()
+            return  # ...and we close, as spec 6.2 says
+        with contextlib.suppress(cw.ProtocolError, AssertionError):
+            while True:
+                third.next()
+        # A client that ignores the malformed frame and stays, until the kit gives up.
+        third.sock.settimeout(15)
+        with contextlib.suppress(OSError):
+            while third.sock.recv(4096):
+                pass
 
 
 @pytest.mark.parametrize(
@@ -130,6 +235,16 @@ def scripted_client(
         ),
         ("NUL-padded header", lambda url: scripted_client(url, nul=True), "client-well-formed"),
         ("sends after quit", lambda url: scripted_client(url, after_quit=True), "client-quit"),
+        (
+            "an over-long msg frame",
+            lambda url: scripted_client(url, long_text="whole"),
+            "client-long-text",
+        ),
+        (
+            "stays after a malformed frame",
+            lambda url: scripted_client(url, hostile="ignore"),
+            "client-closes-on-malformed",
+        ),
     ],
 )
 def test_faulty_clients_fail_their_case(
@@ -142,12 +257,45 @@ def test_faulty_clients_fail_their_case(
     assert catcher in failures, f"{defect}: {failures}"
 
 
+def test_an_over_long_frame_is_reported_against_the_long_text_step() -> None:
+    options = ClientOptions(wait=3.0, hold=0.2, prompts=False)
+    with client_kit(options) as (url, runs):
+        scripted_client(url, long_text="whole", hostile="none")
+    result = next(r for r in runs[0].results if r.case.id == "client-long-text")
+    assert "text_size 15001 is out of range" in result.actual
+    assert result.requirement.section == "2.7"  # a sender MUST NOT send a size out of range
+
+
+def test_a_cut_at_the_limit_is_non_strict() -> None:
+    with client_kit() as (url, runs):
+        scripted_client(url, long_text="at-limit")
+    verdicts = _verdicts(runs[0])
+    assert verdicts["client-long-text"] is Verdict.PASS  # every MUST holds
+    assert verdicts["client-long-text-cut"] is Verdict.NON_STRICT  # the SHOULD does not
+
+
+def test_optional_steps_are_skipped_not_failed() -> None:
+    options = ClientOptions(wait=3.0, hold=0.2, prompts=False)
+    with client_kit(options) as (url, runs):
+        scripted_client(url, long_text="skip", hostile="none")
+    run = runs[0]
+    assert not _failures(run), _failures(run)
+    verdicts = _verdicts(run)
+    for case_id in ("client-long-text", "client-file", "client-closes-on-malformed"):
+        assert verdicts[case_id] is Verdict.SKIP, case_id
+    assert verdicts["client-saves-files"] is Verdict.SKIP  # no --downloads given
+
+
 def test_a_well_behaved_scripted_client_passes() -> None:
     with client_kit() as (url, runs):
         scripted_client(url)
     run = runs[0]
-    assert not _failures(run), _failures(run)
-    assert _verdicts(run)["client-file"] is Verdict.SKIP  # it skipped the optional step
+    assert not _problems(run), _problems(run)
+    verdicts = _verdicts(run)
+    assert verdicts["client-file"] is Verdict.SKIP  # it skipped the optional step
+    assert verdicts["client-long-text"] is Verdict.PASS
+    assert verdicts["client-closes-on-malformed"] is Verdict.PASS
+    assert MALFORMED.startswith(b"msg 3 5\x00")
 
 
 def test_command_line_client_mode(tmp_path: Path) -> None:
@@ -162,6 +310,8 @@ def test_command_line_client_mode(tmp_path: Path) -> None:
         "10",
         "--hold",
         "0.2",
+        "--long-text",
+        str(tmp_path / "long.txt"),
         "--json",
         str(tmp_path / "c.json"),
     ]
@@ -176,5 +326,8 @@ def test_command_line_client_mode(tmp_path: Path) -> None:
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, out + err
     assert "[kit] next: type /list" in out
-    assert out.strip().splitlines()[-1].startswith("12 passed, 0 failed, 2 skipped")
+    assert str(tmp_path / "long.txt") in out  # where the operator finds the long text
+    assert (tmp_path / "long.txt").read_text(encoding="utf-8") == LONG_TEXT + "\n"
+    # skipped: client-file (the step), client-saves-files (no --downloads), client-tls-alpn
+    assert out.strip().splitlines()[-1].startswith("15 passed, 0 failed, 3 skipped")
     assert (tmp_path / "c.json").is_file()

@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from chatwire.transport import EndpointError, connect, parse_endpoint
@@ -181,6 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the client must stay silent before answers and after NE or quit",
     )
+    client.add_argument(
+        "--long-text",
+        metavar="FILE",
+        default=str(Path(tempfile.gettempdir()) / "chatwire-conformance-long-text.txt"),
+        help="where the kit writes the long text your client must split (step 7; default: "
+        "%(default)s)",
+    )
+    client.add_argument(
+        "--downloads",
+        metavar="DIR",
+        help="the folder your client saves received files in: the kit checks them",
+    )
+    client.add_argument(
+        "--no-malformed",
+        action="store_true",
+        help="skip the last step (a third connection is sent a malformed frame)",
+    )
 
     cases = commands.add_parser("cases", help="list the cases")
     cases.add_argument("side", nargs="?", choices=["server", "client"], default=None)
@@ -273,7 +292,14 @@ def _client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         cases = _choose(CLIENT.cases(), args, err)
         if cases is None:
             return 2
-        kit = ClientKit(endpoint, ClientOptions(wait=args.wait, hold=args.hold), out)
+        options = ClientOptions(
+            wait=args.wait,
+            hold=args.hold,
+            long_text_file=args.long_text,
+            downloads=args.downloads,
+            malformed=not args.no_malformed,
+        )
+        kit = ClientKit(endpoint, options, out)
     except (EndpointError, OSError) as exc:
         print(f"chatwire-conformance: cannot listen on {url}: {exc}", file=err)
         return 2

@@ -15,11 +15,16 @@ so a person at the client can follow it):
 3. ``/list``: the kit sends relays, a file and a notice *before* the reply (spec 5.5), then
    lists the fake users and the client.
 4. ``/nick ana``: refused (``NE``; ``ana`` is a fake user). 5. ``/nick`` to a free nick: ``NC``.
-6. A message. 7. ``/sendFile`` (optional: send the message ``skip`` to skip it). 8. ``/quit``.
+6. A message. 7. The long text: one message of `LONG_TEXT` (written to a file for the
+   operator, more than ``TEXT_MAX`` bytes), which the client must split (spec 3.1.6).
+8. ``/sendFile``. 9. ``/quit``. Steps 7 and 8 are optional: the message ``skip`` skips the one
+   prompted.
+10. Connect and log in a third time: after ``ACC`` the kit sends a malformed frame, and the
+    client must close the connection (spec 6.2, 6.4). Skipped when no third connection comes.
 
-The client may do these in any order; the kit answers each request as the spec says and prompts
-for the next step not done yet. The session ends after ``quit``, when the client closes, or when
-a step waits longer than ``--wait`` seconds.
+The client may do steps 3 to 9 in any order; the kit answers each request as the spec says and
+prompts for the next step not done yet. The session ends after step 10, when the client closes,
+or when a step waits longer than ``--wait`` seconds.
 
 How it works: each connection is read by a server-role `chatwire.Connection` fed the raw bytes,
 so any frame the spec forbids (grammar, table, state, sizes, UTF-8, names) is caught with its
@@ -33,11 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 import chatwire as cw
@@ -46,14 +53,34 @@ from chatwire.transport import Endpoint, listen
 from .probe import Trace
 from .registry import Case, Failed, Level, Registry, Skipped
 from .report import Result, Run, Verdict
-from .wire import canonical_head, describe, explain_header, render
+from .wire import EXACT_FORM, broken_requirement, canonical_head, describe, explain_header, render
 
-__all__ = ["CLIENT", "ClientKit", "ClientOptions", "Observations"]
+__all__ = ["CLIENT", "LONG_TEXT", "MALFORMED", "ClientKit", "ClientOptions", "Observations"]
 
 CLIENT = Registry("client")
 MUST, SHOULD, MAY = Level.MUST, Level.SHOULD, Level.MAY
 
 FAKE_USERS = ("ana", "bob", "Joãozinh")  # the room's other members, as far as the client knows
+
+
+def _long_text() -> str:
+    # Words with spaces up to about 9000 bytes, then a run of 3-byte characters without a space
+    # across byte 9999 (a cut at the limit would fall inside a character), then more words: a
+    # client that cuts after the last space (the SHOULD of spec 3.1.6) sends two pieces, one
+    # that cuts at the limit sends two others; both must join back into the text.
+    text = "the chatwire conformance kit's long text (spec 3.1.6):"
+    while len(text.encode()) < 9000:
+        text += " ação"
+    text += " " + "€" * 400
+    while len(text.encode()) < 15000:
+        text += " palavra"
+    return text
+
+
+#: The text of step 7: one line of 15 000 bytes, no line feed, more than a msg frame may hold.
+LONG_TEXT = _long_text()
+#: The malformed frame of step 10: spec/vectors/malformed.json ``header-nul-padding-relay``.
+MALFORMED = b"msg 3 5\x00\x00\x00anahello"
 
 
 @dataclass
@@ -67,6 +94,12 @@ class ClientOptions:
     hold: float = 0.5
     #: Print the script's prompts on the kit's terminal.
     prompts: bool = True
+    #: Where to write `LONG_TEXT` for the operator (step 7), or ``None`` not to write it.
+    long_text_file: str | None = None
+    #: Where the client under test saves received files, to check them (``client-saves-files``).
+    downloads: str | None = None
+    #: Wait for a third connection and send it a malformed frame (step 10).
+    malformed: bool = True
 
 
 @dataclass
@@ -74,6 +107,7 @@ class Observations:
     """What the client did, for the cases to judge."""
 
     violations: list[tuple[Failed, list[str]]] = field(default_factory=list)
+    violation_step: str = ""  # the step prompted when the first violation came
     first_frames: list[str] = field(default_factory=list)  # first frame of each connection
     early_bytes: list[int] = field(default_factory=list)  # bytes sent before our answer, per login
     after_ne: int | None = None  # bytes sent on the refused connection after NE
@@ -82,12 +116,21 @@ class Observations:
     burst_survived: bool = False  # the client sent a frame after the greeting relays
     done: dict[str, bool] = field(default_factory=dict)  # step -> answered
     followed: dict[str, bool] = field(default_factory=dict)  # step -> client went on after it
+    skipped: set[str] = field(default_factory=set)  # optional steps the client skipped
     messages: list[str] = field(default_factory=list)
+    long_pieces: list[str] = field(default_factory=list)  # the msgs that made up LONG_TEXT
+    long_text_error: str = ""  # why the msgs that began LONG_TEXT did not make it up
     files: list[tuple[str, int]] = field(default_factory=list)
-    skipped_file: bool = False
     quit: bool = False
     after_quit: int = 0  # bytes sent after quit
     closed_first: bool = False  # the client closed before the kit did, after quit
+    malformed_sent: bool = False  # step 10 reached: the malformed frame was sent
+    malformed_closed: bool = False  # the client closed after it, within the wait
+    malformed_after: int = 0  # bytes the client sent after the malformed frame
+    malformed_note: str = ""  # why step 10 did not happen
+    downloads: str | None = None
+    downloads_before: frozenset[str] = frozenset()  # what the downloads folder held at start
+    wait: float = 0.0
     ended: str = ""  # why the session ended
     tls_alpn: str | None = None
     frames: list[str] = field(default_factory=list)  # the last frames, when the session ended
@@ -169,6 +212,7 @@ class _Peer:
                 raise Failed(
                     f"the one form of spec 2.2 for {describe(event)}: {render(expected)}",
                     f"the client sent {render(raw)}",
+                    requirement=EXACT_FORM,
                 )
             self.trace.add(self.label, "->", f"{describe(event)} [{render(raw, 40)}]")
             return event, raw
@@ -183,6 +227,7 @@ class _Peer:
         return Failed(
             "only well-formed frames, legal in the connection's state (spec 2, 4.3, 6.1)",
             actual + (f"; {why}" if why else ""),
+            requirement=broken_requirement(exc.section),
         )
 
     def read_file(self, file: cw.File, timeout: float) -> str:
@@ -215,6 +260,19 @@ class _Peer:
                 self.sock.sendall(self.conn.send(cw.FileData(data=data)))
             self.conn.send(cw.FileEnd())
 
+    def send_raw(self, data: bytes, note: str) -> None:
+        """Send ``data`` as is, past our own state machine (a deliberately malformed frame)."""
+        self.trace.add(self.label, "<-", note)
+        self.sock.settimeout(10.0)
+        self.sock.sendall(data)
+
+    def wait_closed(self, seconds: float) -> tuple[bool, int]:
+        """Read, without decoding, until the client closes or ``seconds`` pass; returns whether
+        it closed and how many bytes it sent meanwhile."""
+        before = len(self.raw)
+        self.silent_for(seconds)
+        return self.eof, len(self.raw) - before
+
     def shutdown_write(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
@@ -231,9 +289,19 @@ STEPS: list[tuple[str, str]] = [
     ("nick-refused", "type /nick ana (the kit refuses it: ana is taken)"),
     ("nick-accepted", "type /nick with a new nick of your choice"),
     ("msg", "send a message, any text"),
+    (
+        "long-text",
+        "send the long text (the kit's, {long_text}) as one message: {size} bytes, which your "
+        "client must split into messages of at most 9999 bytes (or send the message 'skip')",
+    ),
     ("file", "send a file with /sendFile FILE (or send the message 'skip' to skip this step)"),
-    ("quit", "type /quit"),
+    (
+        "quit",
+        "type /quit; then, for the last step, connect and log in once more: the kit will send "
+        "a malformed frame, and your client must close the connection",
+    ),
 ]
+OPTIONAL = ("long-text", "file")
 
 
 class ClientKit:
@@ -249,7 +317,13 @@ class ClientKit:
         self.options = options
         self.out = out
         self.trace = Trace()
-        self.seen = Observations()
+        self.seen = Observations(wait=options.wait, downloads=options.downloads)
+        if options.downloads is not None:
+            folder = Path(options.downloads)
+            names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+            self.seen.downloads_before = frozenset(names)
+        if options.long_text_file is not None:
+            Path(options.long_text_file).write_text(LONG_TEXT + "\n", encoding="utf-8")
         self._context = endpoint.server_context() if endpoint.scheme == "tls" else None
         self.listener = listen(endpoint)
         self.listener.setblocking(True)
@@ -291,6 +365,7 @@ class ClientKit:
             self._session()
         except Failed as exc:
             seen.violations.append((exc, self.trace.last(12)))
+            seen.violation_step = seen.violation_step or (self._current_step() or "")
             seen.ended = seen.ended or "the client broke the protocol"
         except _ClosedError:
             seen.ended = seen.ended or "the client closed the connection"
@@ -317,6 +392,8 @@ class ClientKit:
     def _session(self) -> None:
         seen, wait = self.seen, self.options.wait
         self._say(f"listening on {self.url}: connect the client under test and log in")
+        if self.options.long_text_file is not None:
+            self._say(f"the long text of step 7 is in {self.options.long_text_file}")
         first = self._accept("conn1")
         login = self._login(first)
         self._say(f"refusing the first login ({login.nick!r}) with NE: log in again")
@@ -347,6 +424,37 @@ class ClientKit:
         seen.closed_first = second.eof
         seen.ended = "the client quit"
         second.close()
+        if self.options.malformed:
+            self._malformed()
+
+    def _malformed(self) -> None:
+        # Step 10: a receiver that meets a malformed frame must close (spec 6.2, 6.4).
+        seen = self.seen
+        self._say(
+            "last step: connect and log in once more; after ACC the kit sends a malformed frame "
+            "(a msg-relay header padded with NUL bytes), and your client must close the "
+            "connection"
+        )
+        try:
+            third = self._accept("conn3")
+        except TimeoutError:
+            seen.malformed_note = f"no third connection within {self.options.wait:g} s"
+            return
+        login = self._login(third)
+        seen.logins.append(login.nick)
+        third.send(cw.Accepted())
+        third.send_raw(MALFORMED, f"{render(MALFORMED)}  <-- malformed on purpose (NUL padding)")
+        seen.malformed_sent = True
+        seen.malformed_closed, seen.malformed_after = third.wait_closed(self.options.wait)
+        third.trace.add(
+            third.label,
+            "--",
+            "the client closed the connection" if seen.malformed_closed else "still open",
+        )
+        third.close()
+        seen.ended = "the client quit, then closed on the malformed frame"
+        if not seen.malformed_closed:
+            seen.ended = "the client quit, then stayed connected after the malformed frame"
 
     def _greet(self, peer: _Peer) -> None:
         # Relays a client must take in its stride right after ACC (spec 3.1.7, 3.1.8).
@@ -358,12 +466,42 @@ class ClientKit:
         peer.send(cw.FileRelay(sender=ana, name=".empty", size=0))
         peer.send(cw.MessageRelay(sender=bob, text="\x1b[31mred\x1b[0m and a line\nfeed"))
 
+    def _current_step(self) -> str | None:
+        for step, _ in STEPS:
+            if not self.seen.done.get(step) and step not in self.seen.skipped:
+                return step
+        return None
+
     def _prompt(self, peer: _Peer) -> None:
-        for step, text in STEPS:
-            if not self.seen.done.get(step) and not (step == "file" and self.seen.skipped_file):
-                self._say(f"next: {text}")
-                peer.send(cw.Notice(text=f"conformance kit: {text}"))
-                return
+        step = self._current_step()
+        if step is None:
+            return
+        text = dict(STEPS)[step].format(
+            long_text=self.options.long_text_file or "LONG_TEXT of chatwire.conformance",
+            size=len(LONG_TEXT.encode()),
+        )
+        self._say(f"next: {text}")
+        peer.send(cw.Notice(text=f"conformance kit: {text}"))
+
+    def _long_text(self, text: str) -> bool:
+        """Follow the msgs that make up `LONG_TEXT`; True if ``text`` is one of them."""
+        seen = self.seen
+        if seen.done.get("long-text"):
+            return False
+        joined = "".join(seen.long_pieces) + text
+        if text and LONG_TEXT.startswith(joined):
+            seen.long_pieces.append(text)
+            if joined == LONG_TEXT:
+                seen.done["long-text"] = True
+            return True
+        if seen.long_pieces:
+            sizes = [len(p.encode()) for p in seen.long_pieces]
+            seen.long_text_error = (
+                f"the messages {sizes} (bytes) began the long text, but the next one does not "
+                f"go on with it: {describe(cw.Message(text=text))}"
+            )
+            seen.long_pieces = []
+        return False
 
     def _handle(self, peer: _Peer, event: cw.Event) -> str | None:
         """Answer one frame; returns the step whose continuation is awaited, if any."""
@@ -389,9 +527,13 @@ class ClientKit:
             seen.done["nick-accepted"] = True
             return "nick-accepted"
         if isinstance(event, cw.Message):
+            if self._long_text(event.text):
+                return None
             seen.messages.append(event.text)
-            if event.text.strip() == "skip" and seen.done.get("msg"):
-                seen.skipped_file = True
+            step = self._current_step()
+            if event.text.strip() == "skip" and step in OPTIONAL and seen.done.get("msg"):
+                seen.skipped.add(step)
+                return None
             seen.done["msg"] = True
             peer.send(cw.MessageRelay(sender=ana, text=f"got your {len(event.text)} characters"))
             return None
@@ -490,6 +632,9 @@ def client_logs_in_again(seen: Observations) -> None:
     _must_have(seen.reconnected and bool(seen.logins), "a new connection and a login", seen)
 
 
+_ANSWERED = ("list", "nick-refused", "nick-accepted")
+
+
 @CLIENT.case(
     "client-takes-relays",
     "3.1.8",
@@ -498,9 +643,19 @@ def client_logs_in_again(seen: Observations) -> None:
     title="relays, files and notices right after ACC do not break the client",
     also=("3.1.7", "5.5"),
 )
-def client_takes_relays(seen: Observations) -> None:
+def client_takes_relays(seen: Observations) -> str:
+    # Over the wire the kit sees what the client does next: it stays connected, sends only
+    # well-formed frames, and a request it makes after the burst is answered and followed by
+    # another frame, so its state (pending replies, spec 5.2) survived the relays.
     _violations(seen)
     _must_have(seen.burst_survived, "another frame from the client after the relays", seen)
+    answered = [step for step in _ANSWERED if seen.followed.get(step)]
+    _must_have(
+        bool(answered),
+        "a request after the relays answered, then another frame (the client kept its state)",
+        seen,
+    )
+    return f"went on after the answers to {', '.join(answered)}"
 
 
 def _step_case(step: str, what: str) -> Callable[[Observations], None]:
@@ -522,6 +677,7 @@ CLIENT.case(
     MUST,
     "Relays and notices may arrive between a request and its reply, and between any two replies.",
     title="a list reply after a relay, a file and a notice is taken",
+    also=("3.1.2", "8.2"),
 )(_step_case("list", "list request"))
 CLIENT.case(
     "client-nick-refused",
@@ -553,6 +709,72 @@ def client_msg(seen: Observations) -> str:
     return f"{len(seen.messages)} messages"
 
 
+def _long_text_pieces(seen: Observations) -> list[str]:
+    """The pieces of `LONG_TEXT` the client sent; raises why there are none."""
+    failure = seen.violations[0][0] if seen.violations else None
+    if failure is not None and (
+        seen.violation_step == "long-text" or "text_size" in failure.actual
+    ):
+        raise Failed(
+            "the long text as several msg frames of at most 9999 bytes, cut between characters",
+            failure.actual,
+            requirement=failure.requirement,
+        )
+    if seen.long_text_error:
+        raise Failed("the long text, whole, as consecutive msg frames", seen.long_text_error)
+    if not seen.done.get("long-text"):
+        if "long-text" in seen.skipped:
+            raise Skipped("the client skipped the long text (step 7)")
+        _violations(seen)
+        raise Skipped(f"the client did not send the long text (step 7); {seen.ended}")
+    return seen.long_pieces
+
+
+@CLIENT.case(
+    "client-long-text",
+    "3.1.6",
+    MUST,
+    "A client that has a longer text MUST send it as several `msg` frames in order, each of at "
+    "most `TEXT_MAX` bytes, cutting only between characters (never inside a UTF-8 sequence).",
+    title="a text over 9999 bytes is split into msg frames that join back into it (step 7)",
+    also=("2.7", "8.3"),
+)
+def client_long_text(seen: Observations) -> str:
+    # Every piece passed the decoder (at most TEXT_MAX bytes, valid UTF-8), and they join into
+    # the text: so they were cut between characters, in order.
+    pieces = _long_text_pieces(seen)
+    sizes = ", ".join(str(len(p.encode())) for p in pieces)
+    return f"{len(LONG_TEXT.encode())} bytes sent as {len(pieces)} messages of {sizes} bytes"
+
+
+@CLIENT.case(
+    "client-long-text-cut",
+    "3.1.6",
+    SHOULD,
+    "It SHOULD cut after the last line feed or space of a piece when the piece has one.",
+    title="the long text is cut after the last space of each piece (step 7)",
+    also=("8.3",),
+)
+def client_long_text_cut(seen: Observations) -> str:
+    pieces = _long_text_pieces(seen)
+    data, start = LONG_TEXT.encode(), 0
+    for index, piece in enumerate(pieces[:-1]):
+        size = len(piece.encode())
+        end = min(start + cw.TEXT_MAX, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # end between characters
+            end -= 1
+        window = data[start:end]
+        last = max(window.rfind(b" "), window.rfind(b"\n"))
+        if last >= 0 and size != last + 1:
+            raise Failed(
+                f"piece {index + 1} cut after the last space of its {len(window)} bytes, at "
+                f"byte {last + 1}",
+                f"it has {size} bytes, ending {render(piece.encode()[-12:])}",
+            )
+        start += size
+    return f"{len(pieces)} pieces, each cut after its last space"
+
+
 @CLIENT.case(
     "client-file",
     "5.1",
@@ -564,9 +786,54 @@ def client_msg(seen: Observations) -> str:
 def client_file(seen: Observations) -> str:
     _violations(seen)
     if not seen.files:
-        raise Skipped("the client sent no file" + (" (skipped)" if seen.skipped_file else ""))
+        raise Skipped("the client sent no file" + (" (skipped)" if "file" in seen.skipped else ""))
     name, size = seen.files[0]
     return f"{name!r}, {size} bytes"
+
+
+def _new_file(seen: Observations, folder: Path, match: Callable[[str], bool]) -> Path | None:
+    for path in sorted(folder.iterdir()):
+        if path.name not in seen.downloads_before and match(path.name):
+            return path
+    return None
+
+
+@CLIENT.case(
+    "client-saves-files",
+    "8.4",
+    MUST,
+    "MUST reduce the received name to a safe base name before touching the file system: no "
+    "path separator of any system, no `.` or `..`, no leading `.`, ... MUST write the data to "
+    "a temporary file in the same folder and give it its final name only when all `file_size` "
+    "bytes have arrived",
+    title="files relayed to the client are saved whole, '.empty' without its leading dot "
+    "(give --downloads DIR)",
+    also=("3.1.7.1",),
+)
+def client_saves_files(seen: Observations) -> str:
+    if seen.downloads is None:
+        raise Skipped("give --downloads DIR, the folder your client saves files in")
+    _must_have(seen.burst_survived, "the relays after ACC read by the client", seen)
+    folder = Path(seen.downloads)
+    deadline = time.monotonic() + min(seen.wait, 5.0)  # a client may save after the session
+    while True:
+        hello = _new_file(seen, folder, lambda n: n.startswith("hello") and n.endswith(".txt"))
+        empty = _new_file(seen, folder, lambda n: "empty" in n)
+        if (hello and empty) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    new = sorted(set(os.listdir(folder)) - seen.downloads_before)
+    if hello is None or hello.read_bytes() != b"hello, world\n":
+        raise Failed(
+            f"'hello.txt' (13 bytes, 'hello, world\\n') saved in {folder}",
+            f"new files: {new}" if hello is None else f"{hello.name} holds {hello.read_bytes()!r}",
+        )
+    if empty is None or empty.stat().st_size != 0 or empty.name.startswith("."):
+        raise Failed(
+            f"the empty file '.empty' saved in {folder} as an empty file without the leading dot",
+            f"new files: {new}",
+        )
+    return f"saved as {hello.name!r} and {empty.name!r}"
 
 
 @CLIENT.case(
@@ -597,6 +864,29 @@ def client_reads_after_quit(seen: Observations) -> None:
 
 
 @CLIENT.case(
+    "client-closes-on-malformed",
+    "6.2",
+    MUST,
+    "A receiver that meets a malformed frame MUST stop interpreting the stream and close the "
+    "connection.",
+    title="a NUL-padded msg-relay header from the server makes the client close (step 10)",
+    also=("2.3", "6.4"),
+)
+def client_closes_on_malformed(seen: Observations) -> str:
+    if not seen.malformed_sent:
+        _violations(seen)
+        raise Skipped(
+            "step 10 not reached: " + (seen.malformed_note or seen.ended or "the session ended")
+        )
+    if not seen.malformed_closed:
+        raise Failed(
+            f"the client to close the connection after {render(MALFORMED)}",
+            f"still open {seen.wait:g} s later; it sent {seen.malformed_after} bytes meanwhile",
+        )
+    return "closed the connection"
+
+
+@CLIENT.case(
     "client-tls-alpn",
     "A",
     MAY,
@@ -611,16 +901,25 @@ def client_tls_alpn(seen: Observations) -> str:
 
 
 def judge(cases: list[Case], seen: Observations) -> list[Result]:
-    """Turn the observations into one result per case (levels as in the server kit)."""
+    """Turn the observations into one result per case (verdicts as in the server kit)."""
     results = []
     for case in cases:
         try:
             note = case.run(seen)
         except Failed as exc:
             frames = seen.violations[0][1] if seen.violations else seen.frames
-            verdict = {MUST: Verdict.FAIL, SHOULD: Verdict.NON_STRICT}.get(case.level, Verdict.INFO)
+            verdict = Verdict.FAIL
+            if case.level is SHOULD and not exc.foreign:
+                verdict = Verdict.NON_STRICT
             results.append(
-                Result(case, verdict, expected=exc.expected, actual=exc.actual, frames=frames)
+                Result(
+                    case,
+                    verdict,
+                    expected=exc.expected,
+                    actual=exc.actual,
+                    frames=frames,
+                    failed=exc.requirement,
+                )
             )
         except Skipped as exc:
             results.append(Result(case, Verdict.SKIP, note=str(exc)))
