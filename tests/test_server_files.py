@@ -39,3 +39,19 @@ def test_the_space_limit_is_reserved_up_front(tmp_path: Path) -> None:
 def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="does not exist"):
         SpoolManager(str(tmp_path / "nope"), limit=1)
+
+
+def test_one_owner_cannot_reserve_more_than_its_quota(tmp_path: Path) -> None:
+    manager = SpoolManager(str(tmp_path), limit=1000, quota=300)
+    first = manager.open(200, owner="10.0.0.1")
+    with pytest.raises(SpoolError, match=r"spool quota of 10\.0\.0\.1 reached: 101 bytes asked"):
+        manager.open(101, owner="10.0.0.1")
+    other = manager.open(300, owner="10.0.0.2")  # another address has its own quota
+    local = manager.open(400, owner="")  # local (Unix-socket) clients have none
+    empty = [manager.open(0, owner="10.0.0.1") for _ in range(2)]
+    assert manager.held_by("10.0.0.1") == 200
+    first.release()
+    for spool in (*empty, other, local):
+        spool.release()
+    assert manager.held_by("10.0.0.1") == 0 and manager.used == 0
+    manager.open(300, owner="10.0.0.1").release()  # the whole quota again
