@@ -58,11 +58,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="space for files being relayed (default: 16G)",
     )
     parser.add_argument(
+        "--spool-quota-per-ip",
+        type=parse_size,
+        default=defaults.spool_quota_per_ip,
+        metavar="SIZE",
+        help="space the files being uploaded or relayed from one address may hold "
+        "(default: 0, no quota beyond --spool-limit)",
+    )
+    parser.add_argument(
+        "--upload-min-rate",
+        type=parse_size,
+        default=defaults.upload_min_rate,
+        metavar="SIZE",
+        help="bytes per second an upload must average over each --upload-rate-window, or it is "
+        "closed and its spool space freed; 0 turns the check off (default: 16K)",
+    )
+    parser.add_argument(
+        "--upload-rate-window",
+        type=float,
+        default=defaults.upload_rate_window,
+        metavar="SECONDS",
+        help="the window over which --upload-min-rate is averaged (default: 30)",
+    )
+    parser.add_argument(
         "--sendq",
         type=parse_size,
         default=defaults.sendq,
         metavar="SIZE",
-        help="unsent bytes per client before it is disconnected (default: 4M)",
+        help="unsent bytes (replies, relays, notices) per client before it is disconnected "
+        "(default: 4M)",
     )
     parser.add_argument(
         "--login-timeout",
@@ -79,11 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="time without a byte inside a frame (default: 60)",
     )
     parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=defaults.handshake_timeout,
+        metavar="SECONDS",
+        help="time to complete a TLS handshake (default: 10)",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=defaults.drain_timeout,
         metavar="SECONDS",
-        help="time to send queued frames at shutdown (default: 5)",
+        help="time to send queued frames at shutdown; clients still owed bytes then are cut "
+        "off (default: 5)",
     )
     parser.add_argument(
         "--write-timeout",
@@ -118,15 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.flood_rate,
         metavar="PER_SECOND",
-        help="messages and files per second one client may relay on average; 0 turns flood "
-        "control off (default: 50)",
+        help="frames (messages, files, list and nick requests) per second one client may send "
+        "on average; beyond it the server reads that client more slowly; 0 turns flood control "
+        "off (default: 50)",
     )
     parser.add_argument(
         "--flood-burst",
         type=int,
         default=defaults.flood_burst,
         metavar="N",
-        help="messages and files one client may send in a burst (default: 200)",
+        help="frames one client may send in a burst (default: 200)",
     )
     parser.add_argument(
         "--notices",
@@ -176,9 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             spool_dir=args.spool_dir,
             max_file_size=args.max_file_size,
             spool_limit=args.spool_limit,
+            spool_quota_per_ip=args.spool_quota_per_ip,
+            upload_min_rate=args.upload_min_rate,
+            upload_rate_window=args.upload_rate_window,
             sendq=args.sendq,
             login_timeout=args.login_timeout,
             stall_timeout=args.stall_timeout,
+            handshake_timeout=args.handshake_timeout,
             drain_timeout=args.drain_timeout,
             write_timeout=args.write_timeout,
             max_queued_files=args.max_queued_files,

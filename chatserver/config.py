@@ -23,7 +23,16 @@ class ServerConfig:
     max_file_size: int = 4 << 30
     #: Space for all files not yet fully relayed.
     spool_limit: int = 16 << 30
-    #: Unsent bytes per client (chat; files count by their headers) before "SendQ exceeded".
+    #: Space the files uploaded from one address may hold at once (0: no quota beyond the
+    #: spool limit). Unix-socket clients are local and have none.
+    spool_quota_per_ip: int = 0
+    #: Uploads slower than this (bytes per second, averaged over each window of
+    #: upload_rate_window seconds from the start of the file) are closed: a trickled upload
+    #: would hold its spool reservation for as long as it likes. 0 turns the check off.
+    upload_min_rate: int = 16 << 10
+    upload_rate_window: float = 30.0
+    #: Unsent bytes per client (replies, relays, notices; files count by their headers) before
+    #: "SendQ exceeded" (spec 7.3), checked on every write.
     sendq: int = 4 << 20
     #: Relayed files waiting for one client before it is disconnected like a full SendQ: files
     #: are queued by reference, and a client that never reads must not hold the spool hostage.
@@ -39,13 +48,18 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     #: Seconds to keep reading after NE before closing (spec 3.1.1).
     linger: float = 1.0
-    #: Seconds a closing connection may take to send what it has queued.
+    #: Seconds a connection closed for cause (a protocol error, say) may take to send what it
+    #: has queued.
     flush_timeout: float = 5.0
-    #: Seconds to drain queues at shutdown (spec 7.5).
+    #: Seconds to drain queues at shutdown (spec 7.5); clients still owed bytes then are cut off.
     drain_timeout: float = 5.0
-    #: Flood control: relayed frames (messages and files) per second one client may send on
-    #: average, and how many it may send in a burst. Beyond that the server stops reading that
-    #: client for a while (TCP pushes back on it alone; nothing is lost). 0 turns it off.
+    #: Seconds a client that has been sent everything at shutdown is given to close its end, so
+    #: it sees a clean end of stream (bounded by the drain deadline).
+    drain_linger: float = 1.0
+    #: Flood control: frames per second one client may send on average (every frame that costs
+    #: the server work: messages, files, list and nick requests), and how many in a burst.
+    #: Beyond that the server stops reading that client for a while (TCP pushes back on it
+    #: alone; nothing is lost). 0 turns it off.
     flood_rate: float = 50.0
     flood_burst: int = 200
     #: Send join/leave/rename notices (spec 3.1.8).
@@ -72,6 +86,9 @@ class ServerConfig:
             "max_clients",
             "max_queued_files",
             "flood_rate",
+            "spool_quota_per_ip",
+            "upload_min_rate",
+            "drain_linger",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} cannot be negative")
@@ -81,6 +98,7 @@ class ServerConfig:
             "handshake_timeout",
             "flush_timeout",
             "drain_timeout",
+            "upload_rate_window",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -9,8 +9,9 @@ acceptance order (spec 5.3): every member sees the same sequence minus its own f
 any reply is written to a member, the session calls `flush` so that replies and relays also keep
 the order in which the server did things.
 
-A member whose unsent bytes exceed the SendQ limit after a flush is disconnected (spec 7.3):
-one slow reader never holds up anyone else.
+The room does not police what members are sent: every transport bounds its own write queue
+(spec 7.3, "SendQ exceeded", `chatserver.transports`), for relays and replies alike, and closes
+itself when the bound is passed; so one slow reader never holds up anyone else.
 """
 
 from __future__ import annotations
@@ -29,12 +30,6 @@ log = logging.getLogger("chatserver")
 
 
 class MemberTransport(Protocol):
-    @property
-    def queued_bytes(self) -> int: ...
-
-    @property
-    def queued_files(self) -> int: ...
-
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
     def write_file(self, head: bytes, spool: Spool) -> None: ...
 
@@ -47,8 +42,6 @@ class Member(Protocol):
 
     @property
     def transport(self) -> MemberTransport: ...
-
-    def disconnect(self, reason: str) -> None: ...
 
 
 class _FileRelayItem:
@@ -65,9 +58,7 @@ _Item = bytes | _FileRelayItem
 class Room:
     """The one room of spec 1.2."""
 
-    def __init__(self, *, sendq: int, max_files: int = 64, notices: bool = False) -> None:
-        self.sendq = sendq
-        self.max_files = max_files
+    def __init__(self, *, notices: bool = False) -> None:
         self.notices = notices
         self._members: dict[str, Member] = {}  # nick key (spec 2.8.4) -> member, in join order
         self._batch: list[tuple[Member | None, _Item]] = []
@@ -171,10 +162,8 @@ class Room:
             return
         self._batch = []
         has_files, self._batch_has_files = self._batch_has_files, False
-        overflow: list[Member] = []
-        sendq = self.sendq
-        # Members are iterated from a snapshot: a write that fails closes that member at once,
-        # and its session leaves the room in the middle of this loop.
+        # Members are iterated from a snapshot: a write that fails, or overflows the member's
+        # SendQ, closes that member at once, and its session leaves the room mid-loop.
         if not has_files:
             # The common case: bytes only. One blob for everyone who sent nothing in this pass;
             # senders get the blob without their own frames.
@@ -188,35 +177,24 @@ class Room:
             for member in list(self._members.values()):
                 data = senders.get(member, everyone)
                 if data:
-                    transport = member.transport
-                    transport.write(data)
-                    if transport.queued_bytes > sendq or transport.queued_files > self.max_files:
-                        overflow.append(member)
-        else:
-            for member in list(self._members.values()):
-                transport = member.transport
-                pending: list[bytes] = []
-                for sender, item in batch:
-                    if sender is member:
-                        continue
-                    if type(item) is bytes:
-                        pending.append(item)
-                        continue
-                    assert isinstance(item, _FileRelayItem)
-                    if pending:
-                        transport.write(b"".join(pending))
-                        pending = []
-                    transport.write_file(item.head, item.spool)
+                    member.transport.write(data)
+            return
+        for member in list(self._members.values()):
+            transport = member.transport
+            pending: list[bytes] = []
+            for sender, item in batch:
+                if sender is member:
+                    continue
+                if type(item) is bytes:
+                    pending.append(item)
+                    continue
+                assert isinstance(item, _FileRelayItem)
                 if pending:
                     transport.write(b"".join(pending))
-                if transport.queued_bytes > sendq or transport.queued_files > self.max_files:
-                    overflow.append(member)
-            for _sender, item in batch:
-                if type(item) is _FileRelayItem:
-                    item.spool.release()
-        for member in overflow:
-            t = member.transport
-            member.disconnect(
-                f"SendQ exceeded ({t.queued_bytes} bytes and {t.queued_files} files queued; "
-                f"limits {sendq} bytes, {self.max_files} files)"
-            )
+                    pending = []
+                transport.write_file(item.head, item.spool)
+            if pending:
+                transport.write(b"".join(pending))
+        for _sender, item in batch:
+            if type(item) is _FileRelayItem:
+                item.spool.release()

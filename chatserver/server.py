@@ -2,13 +2,16 @@
 
 One process, one thread (spec 4.1 rebuilt without a thread per client). `Server.serve_forever`
 runs until SIGINT or SIGTERM, then shuts down as spec 7.5 asks: stop accepting, stop reading,
-send what is queued for up to ``drain_timeout`` seconds, close every connection. Spool files are
-anonymous, so there is never anything to remove.
+send what is queued until ``drain_timeout`` seconds have passed, closing each connection (with a
+short lingering close, so the client sees a clean end of stream) as soon as it has been sent
+everything; at the deadline, cut off whoever is still owed bytes, with one log line saying how
+many and how much. Spool files are anonymous, so there is never anything to remove.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import signal
 import threading
@@ -40,12 +43,10 @@ class Server:
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config = config or ServerConfig()
         self.reactor = Reactor()
-        self.room = Room(
-            sendq=config.sendq, max_files=config.max_queued_files, notices=config.notices
-        )
+        self.room = Room(notices=config.notices)
         #: unexpected exceptions caught (each closed one connection); the fuzz tests want 0
         self.internal_errors = 0
-        self.spools = SpoolManager(config.spool_dir, config.spool_limit)
+        self.spools = SpoolManager(config.spool_dir, config.spool_limit, config.spool_quota_per_ip)
         prepare()
         self.sessions: set[Session] = set()
         self._per_ip: Counter[str] = Counter()
@@ -62,6 +63,7 @@ class Server:
                         parse_endpoint(url),
                         self._on_transport,
                         handshake_timeout=config.handshake_timeout,
+                        admit=self._admit,
                     )
                 )
         except BaseException:
@@ -78,20 +80,32 @@ class Server:
 
     # --- Connections ----------------------------------------------------------------------------
 
+    def _full(self) -> bool:
+        """True (and a log line a second at most) when no more connections are allowed.
+        TLS handshakes in progress count: each holds a descriptor and buffers already."""
+        handshaking = sum(listener.handshaking for listener in self.listeners)
+        if len(self.sessions) + handshaking < self.max_clients:
+            return False
+        self._refused += 1
+        now = self.reactor.time()
+        if now - self._refused_logged >= 1.0:  # one line a second, not one per connection
+            log.warning(
+                "server full (%d connections): refused %d connection(s)",
+                self.max_clients,
+                self._refused,
+            )
+            self._refused, self._refused_logged = 0, now
+        return True
+
+    def _admit(self, peer: str) -> bool:
+        # Asked by a TLS listener before a handshake starts.
+        return not self._stopping and not self._full()
+
     def _on_transport(self, transport: Transport) -> None:
         if self._stopping:
             transport.abort("server stopping")
             return
-        if len(self.sessions) >= self.max_clients:
-            self._refused += 1
-            now = self.reactor.time()
-            if now - self._refused_logged >= 1.0:  # one line a second, not one per connection
-                log.warning(
-                    "server full (%d connections): refused %d connection(s)",
-                    self.max_clients,
-                    self._refused,
-                )
-                self._refused, self._refused_logged = 0, now
+        if self._full():
             transport.abort("server full")
             return
         # Unix-socket clients are local and share no address: the per-address limit skips them.
@@ -103,6 +117,7 @@ class Server:
             transport.abort("too many connections from this address")
             return
         self._per_ip[ip] += 1
+        transport.set_sendq(self.config.sendq, self.config.max_queued_files)  # spec 7.3
         session = Session(self, transport, ip=ip)
         self.sessions.add(session)
         transport.start(session)
@@ -156,18 +171,35 @@ class Server:
         if self._stopping:
             return
         self._stopping = True
-        log.info("shutting down (%s): draining for up to %g s", why, self.config.drain_timeout)
+        drain = self.config.drain_timeout
+        log.info("shutting down (%s): draining for up to %g s", why, drain)
         self._close_listeners()
         self.room.flush()
+        linger = min(self.config.drain_linger, drain)
         for session in list(self.sessions):
             session.transport.pause_reading()
-            session.disconnect(f"server shutting down ({why})", level=None, flush=True)
+            # No timeout of its own: the deadline below cuts off whoever is still owed bytes.
+            session.disconnect(
+                f"server shutting down ({why})",
+                level=logging.DEBUG,
+                timeout=math.inf,
+                linger=linger,
+            )
         if not self.sessions:
             self.reactor.stop()
             return
-        self.reactor.call_later(
-            self.config.drain_timeout, lambda: self._abort_all("drain deadline passed")
-        )
+        self.reactor.call_later(drain, self._drain_deadline)
+
+    def _drain_deadline(self) -> None:
+        owed = [s for s in self.sessions if s.transport.unsent_bytes]
+        if owed:
+            log.warning(
+                "drain deadline (%g s) passed: cutting off %d client(s) with %d bytes unsent",
+                self.config.drain_timeout,
+                len(owed),
+                sum(s.transport.unsent_bytes for s in owed),
+            )
+        self._abort_all("drain deadline passed")
 
     def _abort_all(self, why: str) -> None:
         for session in list(self.sessions):
@@ -184,8 +216,11 @@ class Server:
 
     def stats(self) -> dict[str, int]:
         """Counters for tests and operators."""
+        transports = [session.transport for session in self.sessions]
         return {
             "connections": len(self.sessions),
+            "queued_bytes": sum(t.queued_bytes for t in transports),
+            "queued_files": sum(t.queued_files for t in transports),
             "members": len(self.room),
             "open_spools": self.spools.open_spools,
             "spool_used": self.spools.used,

@@ -7,11 +7,18 @@ send against the state machine). Relays go through the room, which encodes each 
 
 Any `RemoteProtocolError` closes this connection only, with one log line giving the spec section
 and byte offset (spec 6.3): in state LOGIN after ``NE``, later after one explanatory notice.
+
+Every departure, whoever causes it (a quit, a reset, a protocol error, a timeout, a full SendQ,
+shutdown), is logged exactly once, by `_end`, with its reason and what was lost with it (an
+upload in progress). Flood control (spec 7.3) spends one token per frame that costs the server
+work and stops reading, between two frames, a client whose bucket is empty.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -65,10 +72,16 @@ class Session:
         self.last_input = now
         self._upload: Spool | None = None
         self._upload_name = ""
-        # Flood control: a token bucket of relayed frames (config flood_rate, flood_burst).
+        # The minimum upload rate: bytes written to the upload when the current window began.
+        self._window_at = now
+        self._window_written = 0
+        # Flood control: a token bucket of frames (config flood_rate, flood_burst).
+        self._flood_rate = server.config.flood_rate
         self._tokens = float(server.config.flood_burst)
         self._tokens_at = now
         self.throttled = False
+        self._throttled_logged = -1e9  # when flood control last said so in the log
+        self._pauses = 0
 
     def __repr__(self) -> str:
         return f"<Session {self.transport.peer} {self.nick or '(login)'}>"
@@ -92,7 +105,6 @@ class Session:
         self.connection.receive_data(data)
         self._guarded(self._process)
         self._divert_upload()
-        self._throttle()
 
     def eof_received(self) -> None:
         if self.closed:
@@ -118,33 +130,47 @@ class Session:
         if not self.connection.file_data_wanted:
             self._process()  # FileEnd, and whatever follows
 
-    def _spend(self) -> None:
-        # One relayed frame. The bucket may go negative within one read; _throttle settles it.
-        self._tokens -= 1.0
-
-    def _throttle(self) -> None:
-        """Flood control: if this client sent more than its bucket allows, stop reading it
-        until the bucket has refilled. Only the flooder feels it (TCP backpressure)."""
-        rate = self.server.config.flood_rate
-        if not rate or self.closed:
-            return
+    def _flooding(self) -> bool:
+        """Flood control, when the bucket is empty: refill it for the time gone by; if it is
+        still empty, stop reading this client (between two frames: the rest of what it sent
+        waits in its buffer and the kernel's, and TCP holds it back) until about a second's
+        worth of frames is allowed again. True while it must wait."""
+        if self.throttled:
+            return True
+        rate = self._flood_rate
         now = self.server.reactor.time()
         burst = float(self.server.config.flood_burst)
         self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
-        if self._tokens >= 0 or self.throttled:
-            return
+        if self._tokens >= 0:
+            return False
         self.throttled = True
         self.transport.pause_reading()
-        delay = -self._tokens / rate
-        log.info("%s: flood control: not reading for %.1f s", self.who, delay)
+        delay = (min(rate, burst) - self._tokens) / rate
+        self._pauses += 1
+        if now - self._throttled_logged >= 10.0:  # a line per flooder every 10 s at most
+            self._throttled_logged = now
+            log.info(
+                "%s: flood control: not reading for %.1f s (%d pause(s) so far)",
+                self.who,
+                delay,
+                self._pauses,
+            )
         self.server.reactor.call_later(delay, self._unthrottle)
+        return True
 
     def _unthrottle(self) -> None:
         self.throttled = False
-        self.last_input = self.server.reactor.time()  # a paused frame is not a stalled one
-        if not self.closed:
-            self.transport.resume_reading()
+        now = self.server.reactor.time()
+        self.last_input = now  # a paused frame is not a stalled one
+        self._window_at = now  # nor a slow upload
+        if self._upload is not None:
+            self._window_written = self._upload.written
+        if self.closed:
+            return
+        self.transport.resume_reading()
+        self._guarded(self._process)  # the frames already buffered
+        self._divert_upload()
 
     def _guarded(self, step: Callable[[], None]) -> None:
         # A bug of ours must cost one connection, never the server (and it is counted: the
@@ -154,12 +180,12 @@ class Session:
         except Exception:
             self.server.internal_errors += 1
             log.exception("%s: internal error; closing this connection", self.who)
-            self._end("internal error")
+            self._end("internal error", level=None)  # the line above says it
             self.transport.abort("internal error")
 
     def connection_lost(self, reason: str) -> None:
-        if not self.closed:
-            self._end(reason)
+        if not self.closed:  # the transport ended it: the peer went, or its SendQ overflowed
+            self._end(reason, level=logging.WARNING if self.transport.overflowed else logging.INFO)
         self.server.forget(self)
 
     # --- Events -------------------------------------------------------------------------------
@@ -167,8 +193,11 @@ class Session:
     def _process(self) -> None:
         connection = self.connection
         room = self.server.room
+        limited = self._flood_rate > 0
         try:
             while not self.closed:
+                if limited and self._tokens < 0 and self._flooding():
+                    return
                 event = connection.next_event()
                 kind = type(event)
                 if kind is Message:
@@ -180,6 +209,8 @@ class Session:
                 elif event is NEED_DATA:
                     return
                 else:
+                    if kind is not FileEnd:  # a file is one frame: its header pays
+                        self._tokens -= 1.0
                     self._handle(event)
         except RemoteProtocolError as exc:
             self._protocol_error(exc)
@@ -213,9 +244,8 @@ class Session:
         if problem is None and server.room.holder(nick) is not None:
             problem = "nick already in use"
         if problem is not None:
-            log.info("%s: login as %r refused: %s", self.who, nick, problem)
             self._reply(Refused())
-            self._end("login refused")
+            self._end(f"login as {nick!r} refused: {problem}")
             self.transport.close_lingering(server.config.linger)  # spec 3.1.1
             return
         server.room.join(self, nick)
@@ -239,15 +269,18 @@ class Session:
         old = self.nick
         room.rename(self, nick)
         self._reply(NickChanged())
-        log.info("%s: now known as %r (was %r)", self.transport.peer, nick, old)
+        if nick != old:  # a request for one's own nick changes nothing worth a line
+            log.info("%s: now known as %r (was %r)", self.transport.peer, nick, old)
 
     def _start_upload(self, event: File) -> None:
         try:
-            self._upload = self.server.spools.open(event.size)
+            self._upload = self.server.spools.open(event.size, owner=self.ip)
         except SpoolError as exc:
             self._refuse_file(f"file {event.name!r} refused: {exc}")
             return
         self._upload_name = event.name
+        self._window_at = self.server.reactor.time()
+        self._window_written = 0
 
     def _finish_upload(self) -> None:
         spool = self._upload
@@ -255,47 +288,68 @@ class Session:
         self._upload = None
         self.server.room.relay_file(self, self._upload_name, spool)
         spool.release()  # the uploader's reference; the relays hold their own
-        self._spend()
         log.info("%s: relayed file %r (%d bytes)", self.who, self._upload_name, spool.size)
 
     def _refuse_file(self, why: str) -> None:
-        log.warning("%s: %s; closing", self.who, why)
         self.server.room.notice_to(self, why)
-        self.disconnect(why, level=None)
+        self.disconnect(why, linger=self.server.config.linger)
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
-        log.warning("%s: protocol error: %s; closing", self.who, exc)
+        why = f"protocol error: {describe(exc)}"
+        level = logging.WARNING
+        if exc.section == "6.5":  # malformed, strictly; in practice a client that went away
+            why = f"connection closed by the client inside a frame: {why}"
+            level = logging.INFO
         if exc.reply is not None:  # NE to a malformed first frame (spec 6.3)
             self.transport.write(self.connection.send(exc.reply))
-            self._end(f"protocol error: {exc}")
+            self._end(why, level=level)
             self.transport.close_lingering(self.server.config.linger)
             return
         if self.logged_in and not self.transport.queued_files:
-            self.server.room.notice_to(self, f"closing: protocol error: {exc}")
-        self.disconnect(f"protocol error: {exc}", level=None)
+            self.server.room.notice_to(self, f"closing: {why}")
+        # Lingering, so that the notice is not destroyed by a reset (input left unread).
+        self.disconnect(why, level=level, linger=self.server.config.linger)
 
     # --- Ending -------------------------------------------------------------------------------
 
     def disconnect(
-        self, reason: str, *, level: int | None = logging.WARNING, flush: bool = True
+        self,
+        reason: str,
+        *,
+        level: int | None = logging.WARNING,
+        flush: bool = True,
+        timeout: float | None = None,
+        linger: float = 0.0,
     ) -> None:
-        """Log out and close: after sending what is queued (``flush``, bounded by the flush
-        timeout) or at once."""
+        """Log out and close: after sending what is queued (``flush``, for ``timeout`` seconds
+        at most: by default the flush timeout, ``math.inf`` for no limit; then lingering
+        ``linger`` seconds so the client sees a clean end of stream) or at once. Logs one line
+        at ``level`` (None: none)."""
         if self.closed:
             return
-        if level is not None:
-            log.log(level, "%s: closing: %s", self.who, reason)
-        self._end(reason)
+        self._end(reason, level=level)
         if flush:
-            self.transport.close(timeout=self.server.config.flush_timeout)
+            if timeout is None:
+                timeout = self.server.config.flush_timeout
+            self.transport.close(timeout=None if timeout == math.inf else timeout, linger=linger)
         else:
             self.transport.abort(reason)
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, *, level: int | None = logging.INFO) -> None:
         # Every trace of the client goes (spec 7.1): its nick, its place in the room, its upload.
+        # The one log line of its departure says why, and what was lost with it.
         if self.closed:
             return
         self.closed = True
+        if level is not None:
+            lost = ""
+            if self._upload is not None:
+                upload = self._upload
+                lost = (
+                    f"; file {self._upload_name!r} discarded "
+                    f"({upload.written} of {upload.size} bytes received)"
+                )
+            log.log(level, "%s: disconnected: %s%s", self.who, reason, lost)
         if self.logged_in:
             self.server.room.leave(self, reason)
             self.logged_in = False
@@ -310,4 +364,29 @@ class Session:
             return f"no login within {config.login_timeout:g} s"
         if self.mid_frame and not self.throttled and now - self.last_input > config.stall_timeout:
             return f"frame stalled for {config.stall_timeout:g} s"
+        upload = self._upload
+        if upload is not None and config.upload_min_rate and not self.throttled:
+            # A trickled upload holds its whole reservation (7.4): it must keep a minimum pace,
+            # averaged over each window of upload_rate_window seconds.
+            elapsed = now - self._window_at
+            if elapsed >= config.upload_rate_window:
+                got = upload.written - self._window_written
+                if got < config.upload_min_rate * elapsed:
+                    return (
+                        f"upload too slow: {got} bytes in the last {elapsed:.0f} s "
+                        f"(minimum {config.upload_min_rate} bytes/s)"
+                    )
+                self._window_at, self._window_written = now, upload.written
         return None
+
+
+def describe(exc: RemoteProtocolError) -> str:
+    """``str(exc)`` for log lines and notices, naming the spec section once: some of chatwire's
+    messages already end in "of spec 2.3", to which ``str`` adds "(spec 2.3)" again."""
+    text = exc.message
+    if exc.section is not None:
+        text = re.sub(rf"\s*(?:of |in )?spec {re.escape(exc.section)}(?!\.?\d)", "", text)
+        text = f"{text} (spec {exc.section})"
+    if exc.offset is not None:
+        text = f"{text} at byte {exc.offset}"
+    return text

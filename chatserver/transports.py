@@ -11,6 +11,11 @@ what a recipient is owed leaves in as few system calls as possible. A relayed fi
 reference to its spool (`chatserver.files`) and sent with ``os.sendfile`` on plain sockets
 (zero copy), or through a bounded 256 KiB buffer under TLS.
 
+The write queue is bounded (spec 7.3, "SendQ exceeded"): whoever writes (a reply, a relay, a
+notice), a write that leaves more than ``max_queued_bytes`` unsent bytes or more than
+``max_queued_files`` files queued closes the transport at once, dropping the queue. The check is
+one integer compare, made only when something is queued (the socket refused part of a write).
+
 Callbacks into the protocol (the session), in order, like ``asyncio/protocols.py``:
 ``data_received(data)*`` then at most one ``eof_received()`` (the peer closed its side), and
 exactly once ``connection_lost(reason)`` when the transport is closed for any reason (by us, by
@@ -23,10 +28,12 @@ import contextlib
 import errno
 import fcntl
 import functools
+import itertools
 import logging
 import os
 import socket
 import ssl
+import sys
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
@@ -53,6 +60,7 @@ READ_SIZE = 256 * 1024  # read in large chunks: many frames per system call
 # what makes uploads fast (measured on loopback: recv_into 3.3 GB/s, splice 4.1, recv 1.4-2.8).
 _DIVERT_BUFFER = memoryview(bytearray(1 << 20))
 _GATHER = 64  # buffers per sendmsg
+_COALESCE = 64 * 1024  # queued writes smaller than this are copied together
 _TLS_CHUNK = 256 * 1024  # the bounded buffer for files under TLS
 
 
@@ -101,6 +109,9 @@ class TransportProtocol(TypingProtocol):
     def connection_lost(self, reason: str) -> None: ...
 
 
+_Buffer = bytes | bytearray | memoryview
+
+
 class _FileItem:
     """A file relay waiting in a queue: its head bytes, then its data from the spool."""
 
@@ -121,9 +132,13 @@ class Transport:
         queued_bytes: bytes waiting to be sent, file data excluded (files are queued by
             reference); what the server's SendQ limit counts.
         queued_files: relayed files waiting or being sent.
+        max_queued_bytes, max_queued_files: the SendQ limits (`set_sendq`); unbounded until set.
+        overflowed: true once the transport was closed for exceeding them.
     """
 
     scheme = "tcp"
+    max_queued_bytes = sys.maxsize
+    max_queued_files = sys.maxsize
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: str) -> None:
         self._reactor = reactor
@@ -131,7 +146,7 @@ class Transport:
         self._fd = sock.fileno()
         self.peer = peer
         self.protocol: TransportProtocol | None = None
-        self._queue: deque[bytes | memoryview | _FileItem] = deque()
+        self._queue: deque[_Buffer | _FileItem] = deque()
         self.queued_bytes = 0
         self.queued_files = 0
         self._writing = False  # EVENT_WRITE registered
@@ -141,6 +156,7 @@ class Transport:
         self._linger_seconds = 0.0
         self._timer: Timer | None = None
         self._lost = False
+        self.overflowed = False
         #: reactor time of the last byte sent, or of the write that found the queue empty
         self.last_progress = reactor.time()
         self._sent_file = False
@@ -154,6 +170,20 @@ class Transport:
         """Attach the protocol and start reading."""
         self.protocol = protocol
         self.resume_reading()
+
+    def set_sendq(self, max_bytes: int, max_files: int) -> None:
+        """Bound the write queue (spec 7.3): more than ``max_bytes`` unsent bytes (file data
+        excluded: files are queued by reference) or ``max_files`` queued files closes the
+        transport, with a reason that starts "SendQ exceeded"."""
+        self.max_queued_bytes = max_bytes
+        self.max_queued_files = max_files
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Every byte still owed to the peer, file data included (for shutdown's log line)."""
+        return self.queued_bytes + sum(
+            item.spool.size - item.offset for item in self._queue if type(item) is _FileItem
+        )
 
     @property
     def closed(self) -> bool:
@@ -177,30 +207,32 @@ class Transport:
             self._reading = True
             self._reactor.add_reader(self._fd, self._on_readable)
 
-    def close(self, *, timeout: float | None = None) -> None:
-        """Send what is queued, then close. After ``timeout`` seconds, abort instead."""
+    def close(self, *, timeout: float | None = None, linger: float = 0.0) -> None:
+        """Send what is queued, then close. After ``timeout`` seconds, abort instead.
+
+        With ``linger``, once the queue is empty the write side is shut and input is read and
+        discarded until the peer closes or ``linger`` seconds pass: the peer sees a clean end of
+        stream, never a reset caused by bytes of its own that we did not read."""
         if self._closing or self._lost:
             return
         self._closing = True
+        self._divert_left = 0  # nothing more goes to the session's upload: it is gone
+        self._linger_seconds = linger
         if not self._queue:
-            self._finish("closed")
+            if linger:
+                self._start_linger()
+            else:
+                self._finish("closed")
         elif timeout is not None:
             self._timer = self._reactor.call_later(
                 timeout, lambda: self._finish("closed (flush timed out)")
             )
 
     def close_lingering(self, seconds: float = 1.0) -> None:
-        """Send what is queued, shut the write side, then read and discard input until the
-        peer closes or ``seconds`` pass: the lingering close of spec 3.1.1, so the last frame
-        (``NE``) is not destroyed by a TCP reset."""
-        if self._closing or self._lost:
-            return
-        self._closing = True
-        self._linger_seconds = seconds
-        if not self._queue:
-            self._start_linger()
-        else:
-            self._timer = self._reactor.call_later(seconds, lambda: self._finish("closed"))
+        """Send what is queued (for ``seconds`` at most), shut the write side, then read and
+        discard input until the peer closes or ``seconds`` pass: the lingering close of spec
+        3.1.1, so the last frame (``NE``) is not destroyed by a TCP reset."""
+        self.close(timeout=seconds, linger=seconds)
 
     def abort(self, reason: str = "aborted") -> None:
         """Close now, dropping whatever is queued."""
@@ -303,7 +335,7 @@ class Transport:
                 self._finish(f"cannot write the upload to the spool: {exc.__cause__}")
                 return
             except OSError as exc:
-                self._finish(f"read error: {exc}")
+                self._finish(_read_error(exc))
                 return
             if count == 0:
                 break
@@ -326,7 +358,7 @@ class Transport:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._finish(f"read error: {exc}")
+            self._finish(_read_error(exc))
             return
         if self._lingering:
             if not data:
@@ -360,8 +392,24 @@ class Transport:
                 return
             data = memoryview(data)[sent:]
             self.last_progress = self._reactor.time()  # the queue starts now
-        self._queue.append(data)
+            self._queue.append(data)
+        else:
+            # Behind a backlog, small writes (replies, one member's relays of a pass) share one
+            # buffer: queued as objects of their own, 10-byte replies would cost several times
+            # their size in memory, and the SendQ counts bytes. The head is never extended
+            # (TLS retries it as it was).
+            queue = self._queue
+            tail = queue[-1]
+            if type(tail) is bytearray and len(tail) < _COALESCE and len(queue) > 1:
+                tail += data
+            elif len(data) < _COALESCE:
+                queue.append(bytearray(data))
+            else:
+                queue.append(data)
         self.queued_bytes += len(data)
+        if self.queued_bytes > self.max_queued_bytes:
+            self._overflow()
+            return
         self._watch_writable()
 
     def write_file(self, head: bytes, spool: Spool) -> None:
@@ -374,10 +422,21 @@ class Transport:
         self._queue.append(_FileItem(head, spool))
         self.queued_bytes += len(head)
         self.queued_files += 1
+        if self.queued_files > self.max_queued_files or self.queued_bytes > self.max_queued_bytes:
+            self._overflow()
+            return
         if len(self._queue) == 1:
             self._on_writable()
         else:
             self._watch_writable()
+
+    def _overflow(self) -> None:
+        # spec 7.3: the peer does not read what it is owed; whoever wrote last, it goes now.
+        self.overflowed = True
+        self._finish(
+            f"SendQ exceeded ({self.queued_bytes} bytes and {self.queued_files} files queued; "
+            f"limits {self.max_queued_bytes} bytes, {self.max_queued_files} files)"
+        )
 
     def _watch_writable(self) -> None:
         if not self._writing:
@@ -443,9 +502,9 @@ class Transport:
             if sent < total:
                 return  # the socket took less: wait for writability
 
-    def _gather(self, queue: deque[bytes | memoryview | _FileItem]) -> list[bytes | memoryview]:
+    def _gather(self, queue: deque[_Buffer | _FileItem]) -> list[_Buffer]:
         """The leading byte buffers of the queue to send in one call."""
-        buffers: list[bytes | memoryview] = []
+        buffers: list[_Buffer] = []
         for entry in queue:
             if type(entry) is _FileItem or len(buffers) == _GATHER:
                 break
@@ -455,7 +514,7 @@ class Transport:
     def _send(self, data: bytes | bytearray | memoryview) -> int:
         return self._sock.send(data)
 
-    def _send_many(self, buffers: list[bytes | memoryview]) -> int:
+    def _send_many(self, buffers: list[_Buffer]) -> int:
         if len(buffers) == 1:
             return self._sock.send(buffers[0])
         return self._sock.sendmsg(buffers)
@@ -468,9 +527,17 @@ class Transport:
 
 
 def _why(exc: OSError) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the peer (while writing)"
     if isinstance(exc, ConnectionError | ssl.SSLEOFError):
-        return "connection lost"
+        return "connection lost (while writing)"
     return f"write error: {exc}"
+
+
+def _read_error(exc: OSError) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the peer"
+    return f"read error: {exc}"
 
 
 class SocketTransport(Transport):
@@ -488,19 +555,34 @@ class TLSTransport(Transport):
         super().__init__(reactor, sock, peer)
         self._tls: ssl.SSLSocket = sock
         self._on_ready: Callable[[TLSTransport], None] | None = None
+        self._on_failed: Callable[[], None] | None = None
         self._file_buffer: bytes = b""
         self._file_buffer_at = -1
         # OpenSSL wants a write that failed with "want write" retried with the same bytes: the
         # head of the queue is frozen until it goes out.
         self._frozen = False
 
-    def handshake(self, on_ready: Callable[[TLSTransport], None], timeout: float) -> None:
-        """Run the TLS handshake; call ``on_ready(self)`` when done, or close on failure."""
+    def handshake(
+        self,
+        on_ready: Callable[[TLSTransport], None],
+        timeout: float,
+        on_failed: Callable[[], None] | None = None,
+    ) -> None:
+        """Run the TLS handshake; call ``on_ready(self)`` when done, or close on failure (with
+        a log line) and call ``on_failed()``."""
         self._on_ready = on_ready
-        self._timer = self._reactor.call_later(
-            timeout, lambda: self._finish("TLS handshake timed out")
-        )
+        self._on_failed = on_failed
+        self._timer = self._reactor.call_later(timeout, lambda: self._timed_out(timeout))
         self._step_handshake()
+
+    def _timed_out(self, timeout: float) -> None:
+        log.info("%s: TLS handshake timed out after %g s; closing", self.peer, timeout)
+        self._handshake_failed("TLS handshake timed out")
+
+    def _handshake_failed(self, reason: str) -> None:
+        self._finish(reason)
+        if self._on_failed is not None:
+            self._on_failed()
 
     def _step_handshake(self) -> None:
         try:
@@ -514,8 +596,9 @@ class TLSTransport(Transport):
             self._reactor.add_writer(self._fd, self._step_handshake)
             return
         except (ssl.SSLError, OSError) as exc:
-            log.info("%s: TLS handshake failed: %s", self.peer, getattr(exc, "reason", None) or exc)
-            self._finish("TLS handshake failed")
+            why = getattr(exc, "reason", None) or exc
+            log.info("%s: TLS handshake failed: %s; closing", self.peer, why)
+            self._handshake_failed("TLS handshake failed")
             return
         self._reactor.remove_reader(self._fd)
         self._reactor.remove_writer(self._fd)
@@ -569,11 +652,11 @@ class TLSTransport(Transport):
         self._frozen = False
         return sent
 
-    def _gather(self, queue: deque[bytes | memoryview | _FileItem]) -> list[bytes | memoryview]:
+    def _gather(self, queue: deque[_Buffer | _FileItem]) -> list[_Buffer]:
         # Merge the leading small buffers into one record-sized buffer *in the queue*, so a
         # retry offers exactly the same bytes; never re-merge a frozen head.
         if not self._frozen and len(queue) > 1 and type(queue[1]) is not _FileItem:
-            parts: list[bytes | memoryview] = []
+            parts: list[_Buffer] = []
             size = 0
             while queue and type(queue[0]) is not _FileItem and size < _TLS_CHUNK:
                 part = queue.popleft()
@@ -582,7 +665,7 @@ class TLSTransport(Transport):
             queue.appendleft(b"".join(parts))
         return [queue[0]]  # type: ignore[list-item]
 
-    def _send_many(self, buffers: list[bytes | memoryview]) -> int:
+    def _send_many(self, buffers: list[_Buffer]) -> int:
         return self._send(buffers[0])
 
     def _send_file(self, fd: int, offset: int, count: int) -> int:
@@ -605,7 +688,12 @@ class TLSTransport(Transport):
 
 class Listener:
     """Accepts connections on one endpoint and hands each new transport to ``on_transport``
-    (for TLS, once its handshake is done)."""
+    (for TLS, once its handshake is done).
+
+    A TLS handshake holds a descriptor and OpenSSL's buffers before any session exists, so
+    ``admit(peer)``, if given, is asked before one starts (the server's connection limit counts
+    handshakes in progress, `handshaking`); a connection it refuses is closed at once.
+    """
 
     def __init__(
         self,
@@ -615,9 +703,13 @@ class Listener:
         *,
         handshake_timeout: float = 10.0,
         backlog: int = 4096,
+        admit: Callable[[str], bool] | None = None,
     ) -> None:
         self._reactor = reactor
         self._on_transport = on_transport
+        self._admit = admit
+        self.handshaking = 0  # TLS handshakes in progress
+        self._serial = itertools.count(1)  # tells Unix-socket clients apart in log lines
         self._handshake_timeout = handshake_timeout
         self._context = endpoint.server_context() if endpoint.scheme == "tls" else None
         self.sock = listen(endpoint, backlog=backlog)
@@ -650,18 +742,31 @@ class Listener:
                 log.warning("%s: accept failed: %s", self.url, exc)
                 return
             sock.setblocking(False)
-            peer = _describe_peer(self.endpoint, address)
+            peer = _describe_peer(self.endpoint, address, next(self._serial))
             if self.endpoint.scheme == "unix":
-                self._on_transport(SocketTransport(self._reactor, sock, peer))
+                transport = SocketTransport(self._reactor, sock, peer)
+                transport.scheme = "unix"
+                self._on_transport(transport)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._context is None:
                 self._on_transport(SocketTransport(self._reactor, sock, peer))
                 continue
+            if self._admit is not None and not self._admit(peer):
+                sock.close()
+                continue
             tls = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            self.handshaking += 1
             TLSTransport(self._reactor, tls, peer).handshake(
-                self._on_transport, self._handshake_timeout
+                self._handshaken, self._handshake_timeout, self._handshake_over
             )
+
+    def _handshaken(self, transport: TLSTransport) -> None:
+        self.handshaking -= 1
+        self._on_transport(transport)
+
+    def _handshake_over(self) -> None:
+        self.handshaking -= 1
 
     def _resume(self) -> None:
         if not self._paused:
@@ -678,9 +783,10 @@ class Listener:
                 os.unlink(self.endpoint.path)
 
 
-def _describe_peer(endpoint: Endpoint, address: object) -> str:
+def _describe_peer(endpoint: Endpoint, address: object, serial: int) -> str:
     if endpoint.scheme == "unix":
-        return f"unix:{endpoint.path}"
+        # Unix-socket clients have no address of their own: number them per listener.
+        return f"unix:{endpoint.path}#{serial}"
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
         if isinstance(host, str) and host.startswith("::ffff:"):

@@ -14,7 +14,16 @@ def test_defaults_listen_everywhere_on_the_default_port() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"listen": []}, {"max_file_size": -1}, {"sendq": -5}, {"login_timeout": 0}]
+    "bad",
+    [
+        {"listen": []},
+        {"max_file_size": -1},
+        {"sendq": -5},
+        {"login_timeout": 0},
+        {"upload_min_rate": -1},
+        {"upload_rate_window": 0},
+        {"spool_quota_per_ip": -1},
+    ],
 )
 def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):

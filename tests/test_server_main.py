@@ -34,6 +34,11 @@ def test_help_lists_the_options() -> None:
         "--login-timeout",
         "--notices",
         "--log-level",
+        "--drain-timeout",
+        "--handshake-timeout",
+        "--upload-min-rate",
+        "--upload-rate-window",
+        "--spool-quota-per-ip",
     ):
         assert option in result.stdout
 
@@ -65,6 +70,8 @@ def test_defaults_are_the_documented_ones() -> None:
     args = build_parser().parse_args([])
     assert args.listen is None  # then tcp://:1234, all interfaces
     assert args.max_file_size == 4 << 30 and args.sendq == 4 << 20
+    assert args.upload_min_rate == 16 << 10 and args.upload_rate_window == 30
+    assert args.spool_quota_per_ip == 0 and args.handshake_timeout == 10
 
 
 def test_raise_file_limit_reaches_the_hard_limit() -> None:

@@ -1,4 +1,5 @@
-"""Tests of chatserver.room: nicks, batched fan-out without echo, SendQ, notices, the list."""
+"""Tests of chatserver.room: nicks, batched fan-out without echo, notices, the list. (The SendQ
+is the transports' own: tests/test_server_transports.py.)"""
 
 from __future__ import annotations
 
@@ -31,14 +32,10 @@ class FakeMember:
         self.nick = ""
         self.nick_bytes = b""
         self.transport = FakeTransport()
-        self.dropped: list[str] = []
-
-    def disconnect(self, reason: str) -> None:
-        self.dropped.append(reason)
 
 
 def room_with(*nicks: str, **settings: object) -> tuple[Room, list[FakeMember]]:
-    room = Room(sendq=settings.pop("sendq", 1 << 20), **settings)  # type: ignore[arg-type]
+    room = Room(**settings)  # type: ignore[arg-type]
     members = []
     for nick in nicks:
         member = FakeMember()
@@ -90,28 +87,6 @@ def test_files_keep_their_place_in_the_order_and_are_released(tmp_path: Path) ->
     assert spools.open_spools == 0
 
 
-def test_a_member_over_the_sendq_is_disconnected() -> None:
-    room, (ana, bob) = room_with("ana", "bob", sendq=100)
-    bob.transport.queued_bytes = 101
-    room.relay_text(ana, "hi")  # type: ignore[arg-type]
-    room.flush()
-    assert bob.dropped and "SendQ exceeded" in bob.dropped[0]
-    assert not ana.dropped
-
-
-def test_a_member_holding_too_many_files_is_disconnected(tmp_path: Path) -> None:
-    room, (ana, bob) = room_with("ana", "bob")
-    room.max_files = 2
-    spools = SpoolManager(str(tmp_path), limit=100)
-    for i in range(3):
-        spool = spools.open(1)
-        spool.write(b"x")
-        room.relay_file(ana, f"f{i}", spool)  # type: ignore[arg-type]
-        spool.release()
-    room.flush()
-    assert bob.dropped and "3 files queued" in bob.dropped[0]
-
-
 def test_a_member_leaving_during_a_flush_does_not_break_it() -> None:
     # A write that fails closes the connection at once, and its session leaves the room while
     # the flush is iterating over the members (found by tests/test_attacks.py).
@@ -138,7 +113,7 @@ def test_nicks_are_unique_caselessly_and_renames_keep_membership() -> None:
 
 
 def test_the_list_is_cut_to_list_max() -> None:
-    room = Room(sendq=1)
+    room = Room()
     for i in range(120_000):
         member = FakeMember()
         room.join(member, f"n{i:07d}")  # type: ignore[arg-type]  # 8 bytes + separator

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tracemalloc
 from pathlib import Path
 
 from chatserver.files import SpoolManager
@@ -180,3 +181,119 @@ def test_a_file_that_refuses_the_upload_closes_the_connection(tmp_path: Path) ->
     transport2.divert(3, target.fileno(), lambda count: None)
     theirs2.sendall(b"xyz")
     run_until(transport2_reactor, lambda: os.pread(target.fileno(), 10, 0) == b"xyz")
+
+
+# --- The SendQ (spec 7.3): one bound on the write queue, whoever writes -----------------------
+
+
+def test_a_write_that_overflows_the_sendq_closes_the_transport() -> None:
+    _reactor, transport, _theirs, recorder = pair()
+    transport.set_sendq(100_000, 10)
+    transport.write(b"a" * 90_000)  # the socket takes some; the rest is queued, under the bound
+    assert not transport.closed and transport.queued_bytes <= 100_000
+    for _ in range(20):  # small writes, as replies are: each one is checked
+        transport.write(b"NC        " * 1000)
+        if transport.closed:
+            break
+    assert transport.closed and transport.overflowed
+    assert recorder.calls[-1][0] == "lost"
+    reason = str(recorder.calls[-1][1])
+    assert reason.startswith("SendQ exceeded (") and "limits 100000 bytes, 10 files" in reason
+    assert transport.queued_bytes == 0  # the queue is dropped, its memory freed
+
+
+def test_writes_the_socket_takes_at_once_never_count_against_the_sendq() -> None:
+    reactor, transport, theirs, _recorder = pair()
+    transport.set_sendq(10, 10)  # tiny: only what waits in the queue counts
+    received = collect(reactor, theirs)
+    for i in range(50):
+        transport.write(b"%-10d" % i)
+        run_until(reactor, lambda i=i: len(received) == 10 * (i + 1))
+    assert not transport.closed and len(received) == 500
+
+
+def test_queued_files_over_the_limit_close_the_transport(tmp_path: Path) -> None:
+    _reactor, transport, _theirs, recorder = pair()
+    transport.set_sendq(1 << 20, 2)
+    manager = SpoolManager(str(tmp_path), limit=100 << 20)
+    for _ in range(3):
+        spool = manager.open(2_000_000)  # more than the socket buffers: the queue keeps them
+        spool.write(b"s" * 2_000_000)
+        transport.write_file(b"HEAD", spool)
+        spool.release()
+    assert transport.closed and transport.overflowed
+    assert "3 files queued" in str(recorder.calls[-1][1])
+    assert manager.open_spools == 0  # every queued reference released
+
+
+def test_unsent_bytes_count_file_data_still_owed(tmp_path: Path) -> None:
+    _reactor, transport, _theirs, _recorder = pair()
+    manager = SpoolManager(str(tmp_path), limit=100 << 20)
+    spool = manager.open(3_000_000)
+    spool.write(b"u" * 3_000_000)
+    transport.write_file(b"HEAD", spool)
+    spool.release()
+    transport.write(b"tail")
+    assert 4 < transport.unsent_bytes <= 3_000_008  # the socket took part of the file at most
+    assert transport.queued_bytes == 4  # file data is queued by reference, not counted
+    transport.abort("done")
+
+
+def test_a_close_with_linger_ends_the_stream_cleanly_though_input_was_not_read() -> None:
+    # Bytes of the peer's left unread at close() make the kernel send a reset, which can
+    # destroy what we sent before it arrives; lingering reads and discards them instead.
+    reactor, transport, theirs, recorder = pair()
+    transport.pause_reading()  # as at shutdown: the server reads nothing more
+    theirs.sendall(b"unread input " * 100)
+    transport.write(b"z" * 300_000)
+    transport.close(linger=5.0)
+    received = collect(reactor, theirs)
+    run_until(reactor, lambda: len(received) == 300_000 and reactor.time() > 0)
+    theirs.setblocking(True)
+    theirs.settimeout(5)
+    assert theirs.recv(10) == b""  # a clean end of stream, no ConnectionResetError
+    theirs.close()
+    run_until(reactor, lambda: transport.closed)
+    assert bytes(received) == b"z" * 300_000 and recorder.calls == [("lost", "closed")]
+
+
+def test_closing_cancels_a_divert_so_nothing_more_reaches_the_upload(tmp_path: Path) -> None:
+    reactor, transport, theirs, _recorder = pair()
+    target = (tmp_path / "spool").open("w+b")
+    transport.divert(1000, target.fileno(), lambda count: None)
+    transport.close(linger=5.0)  # the session is gone, and with it the upload
+    theirs.sendall(b"late file data")
+    theirs.shutdown(socket.SHUT_WR)
+    run_until(reactor, lambda: transport.closed)
+    assert os.pread(target.fileno(), 100, 0) == b""
+
+
+def test_small_writes_behind_a_backlog_cost_about_their_size_in_memory() -> None:
+    # The SendQ counts bytes; queued one object each, 10-byte replies would cost ~5 times that.
+    _reactor, transport, _theirs, _recorder = pair()
+    transport.write(b"b" * 1_000_000)  # a backlog: the socket takes only part of it
+    assert transport.queued_bytes
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100_000):
+            transport.write(b"%-10d" % i)  # 1 MB of 10-byte replies, each an object of its own
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert used < 1_500_000, f"{used} bytes of memory for 1,000,000 bytes queued"
+    transport.abort("done")
+
+
+def test_small_writes_behind_a_backlog_arrive_whole_and_in_order() -> None:
+    reactor, transport, theirs, _recorder = pair()
+    expected = [b"h" * 700_000] + [b"%-10d" % i for i in range(20_000)] + [b"t" * 100_000]
+    for i, data in enumerate(expected):
+        transport.write(data)
+        if i % 5000 == 0:  # partly drained meanwhile: the head changes under the writes
+            reactor.call_later(0, lambda: None)
+            run_until(reactor, lambda: False, limit=0.01)
+    received = collect(reactor, theirs)
+    total = sum(len(d) for d in expected)
+    run_until(reactor, lambda: len(received) >= total)
+    assert bytes(received) == b"".join(expected)
