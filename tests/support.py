@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -308,3 +309,58 @@ def spool_files(pid: int, spool_dir: str | os.PathLike[str]) -> list[str]:
 def open_fds(pid: int | None = None) -> int:
     """Open file descriptors of a process (this one by default), from /proc."""
     return len(os.listdir(f"/proc/{pid or os.getpid()}/fd"))
+
+
+def memory_kib(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of a process from /proc/PID/status, in KiB: ``VmRSS`` (now) or
+    ``VmHWM`` (the peak so far)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split(f"{field}:")[1].split()[0])
+
+
+def pattern_block(index: int, size: int = 1 << 20) -> bytes:
+    """Block ``index`` of a test file: ``size`` pseudo-random bytes that differ from every
+    other block's, so a relay that sends the right amount of the wrong bytes (a block twice,
+    an offset taken modulo the block size) fails a sha256 check. Deterministic: the sender
+    and the checker build the same blocks."""
+    return random.Random(index).randbytes(size)
+
+
+def log_port(sock: socket.socket) -> str:
+    """How the server's log lines name the client at the local end of ``sock``: its address,
+    so that a test finds the lines of one connection among many."""
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def process_stats(proc: ServerProcess) -> dict[str, int]:
+    """A server process's counters: asked for with SIGUSR1, read from the line it logs."""
+    start = len(proc.log)
+    proc.process.send_signal(signal.SIGUSR1)
+    wait_until(lambda: any("stats: " in x for x in proc.log[start:]), what="a stats line")
+    line = next(x for x in proc.log[start:] if "stats: " in x)
+    return {k: int(v) for k, v in (p.split("=") for p in line.split("stats: ")[1].split())}
+
+
+def read_to_end(sock: socket.socket, timeout: float = 20.0) -> tuple[bytes, str]:
+    """Everything ``sock`` receives until the stream ends, and how it ended: ``"eof"`` (a
+    clean close) or ``"reset"`` (which can destroy bytes not yet read)."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except ConnectionResetError:
+            return b"".join(chunks), "reset"
+        if not data:
+            return b"".join(chunks), "eof"
+        chunks.append(data)
+
+
+def decode_relays(stream: bytes) -> list[cw.Event]:
+    """The events of what a server sent a logged-in client (``stream`` follows its ACC)."""
+    conn = cw.Connection(cw.Role.CLIENT)
+    conn.send(cw.Login(nick="x"))
+    conn.receive_data(b"ACC       " + stream)
+    conn.receive_data(b"")
+    return list(conn.events())[1:]
