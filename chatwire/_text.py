@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from ._errors import LocalProtocolError
 from ._limits import NAME_MAX, NICK_MAX, TEXT_MAX
 
 __all__ = [
@@ -99,10 +100,19 @@ def split_text(text: str, limit: int = TEXT_MAX) -> list[str]:
 
     Raises:
         ValueError: if ``limit`` is below 4, the longest UTF-8 character.
+        LocalProtocolError: if ``text`` has no UTF-8 form (a lone surrogate, as
+            ``surrogateescape`` decoding leaves for undecodable input; spec 2.8.2).
     """
     if limit < 4:
         raise ValueError("limit must be at least 4 bytes, the longest UTF-8 character")
-    data = text.encode("utf-8")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(
+            f"text is not encodable in UTF-8: {text[exc.start : exc.end]!r} at character "
+            f"{exc.start}",
+            section="2.8.2",
+        ) from exc
     if len(data) <= limit:
         return [text]
     pieces: list[str] = []

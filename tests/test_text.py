@@ -107,3 +107,10 @@ def test_split_text_cuts_after_the_last_line_feed_or_space() -> None:
 def test_split_text_needs_room_for_one_character() -> None:
     with pytest.raises(ValueError):
         cw.split_text("abc", 3)
+
+
+def test_split_text_refuses_text_without_a_utf8_form() -> None:
+    # A line read with surrogateescape from a non-UTF-8 terminal holds lone surrogates.
+    with pytest.raises(cw.LocalProtocolError) as info:
+        cw.split_text("caf\udce9", 10)
+    assert info.value.section == "2.8.2"
