@@ -218,3 +218,9 @@ def test_the_user_guide_names_every_case() -> None:
     guide = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
     missing = [case.id for case in ALL if f"`{case.id}`" not in guide]
     assert not missing, f"docs/conformance.md does not mention {missing}"
+
+
+def test_the_readme_counts_the_cases() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    part = readme.split("## Testing your own implementation", 1)[1].split("\n## ", 1)[0]
+    assert f"{len(SERVER)} server cases" in part and f"{len(CLIENT)} client cases" in part
