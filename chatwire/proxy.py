@@ -29,7 +29,9 @@ Rules:
   it stops checking the other direction against the state machine (spec 4.3) and says so; that
   direction's frames are still decoded and checked for their form, sizes and payloads. One
   exception: after a malformed first frame from the client the server MUST answer ``NE`` and
-  close (spec 3.1.1, 6.3), so that is what the proxy expects, and an ``ACC`` is flagged.
+  close (spec 3.1.1, 6.3), so that is what the proxy expects, and an ``ACC`` is flagged. A
+  server that ends its stream inside a frame has dropped the client (spec 7.3, 7.5): noted, not
+  flagged.
 
 How it works: each connection has two pump threads, one per direction, and one `Tracer`. The
 client's bytes are decoded by a server-role `chatwire.Connection` and the server's by a
@@ -269,6 +271,15 @@ class Tracer:
         first_frame = direction == C2S and not side.free and exc.reply is not None
         side.dead = True
         offset = side.offset(exc.offset) if exc.offset is not None else side.consumed
+        if direction == S2C and exc.section == "6.5":
+            # A server ends its stream inside a frame only when it drops the client (a SendQ
+            # exceeded, spec 7.3; a shutdown, 7.5; after quit, 3.1.5): no rule forbids that.
+            self.say(
+                direction,
+                f"-- the server ended the stream inside a frame (byte {offset}): it dropped "
+                "the client (spec 3.1.5, 7.3, 7.5); to the client the frame is truncated (6.5)",
+            )
+            return
         at = max(offset - side.base, 0)
         shown = bytes(side.raw[max(side.consumed - side.base, 0) : at + 10])
         why = explain_header(side.raw[at : at + 10]) if exc.section in ("2.3", "2.6") else ""

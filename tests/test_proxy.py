@@ -176,6 +176,18 @@ def test_acc_to_a_malformed_first_frame_is_flagged() -> None:
     assert "ACC answers a malformed first frame" in _violations(out.text(), "S->C")[0]
 
 
+def test_a_server_cutting_a_frame_short_is_noted_not_flagged() -> None:
+    # What a server does to a client whose SendQ is exceeded (spec 7.3): close mid-frame.
+    url, upstream = _fake_upstream(b"ACC       " + b"msg 3 9999anaonly the beginning")
+    with proxy_to(url) as (proxy, out), Peer(proxy.url) as peer:
+        peer.send(cw.Login(nick="ana"))
+        wait_until(lambda: "inside a frame" in out.text(), 5, "the cut traced")
+    upstream.close()
+    text = out.text()
+    assert not _violations(text, "S->C"), _violations(text, "S->C")
+    assert "S->C  -- the server ended the stream inside a frame (byte " in text
+
+
 def test_after_a_client_violation_the_server_is_checked_for_form_only() -> None:
     # login and list in one write (spec 3.1.1: nothing before ACC); chatserver answers both
     with (
