@@ -36,7 +36,9 @@ Rules:
 How it works: each connection has two pump threads, one per direction, and one `Tracer`. The
 client's bytes are decoded by a server-role `chatwire.Connection` and the server's by a
 client-role one; each frame decoded on one side is also passed to the other side's connection
-(as if sent), so both state machines know the login state and the pending requests (spec 4.3).
+(as if sent), so both state machines know the login state and the pending requests (spec 4.3);
+server frames that follow the client's ``quit`` are not replayed into the server-role side,
+which starts no frame after it (spec 3.1.5), and are checked on the client-role side alone.
 Bytes are decoded before they are forwarded, so a reply can never be decoded before the request
 it answers. A side that is no longer state-checked gets, at each frame boundary, a fresh
 connection primed into a state in which the next header is legal (a ``list-reply`` finds a
@@ -256,6 +258,12 @@ class Tracer:
         if other.conn.state is cw.State.CLOSED:
             # That direction has ended; frames still coming this way were sent before its end
             # was read (relays in flight when a client closes): nothing left to follow there.
+            return
+        if other.role is cw.Role.SERVER and other.conn.state is cw.State.QUIT:
+            # The client has sent quit. Server frames still coming were sent before the server
+            # read it: the client-role side checks them against the QUIT rows of table 4.3,
+            # while a server-role connection that has read quit starts no frame (spec 3.1.5),
+            # so replaying them there would blame the server for frames in flight.
             return
         try:
             if isinstance(event, cw.FileData):

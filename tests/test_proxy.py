@@ -16,10 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import chatwire as cw
 from chatwire.conformance import SERVER, KitOptions, Level, Verdict, run_cases
-from chatwire.proxy import Proxy
+from chatwire.proxy import C2S, S2C, Proxy, Tracer
 from chatwire.transport import parse_endpoint
 from tests.support import ROOT, Peer, running_server, wait_until
 
@@ -213,6 +214,41 @@ def test_after_a_client_violation_server_frames_are_still_checked_for_their_form
     assert "S->C  NC  [NC        ]" in text  # unasked, but the state is not checked any more
     (flagged,) = _violations(text, "S->C")
     assert "spec 2.3, byte 20" in flagged and "NUL" in flagged
+
+
+def _traced(*frames: tuple[str, bytes]) -> Tracer:
+    tracer = Tracer(1, io.StringIO(), threading.Lock())
+    for direction, data in frames:
+        tracer.feed(direction, data)
+    return tracer
+
+
+def test_server_frames_in_flight_after_quit_are_not_flagged() -> None:
+    # spec 3.1.5, 4.3: the server sent these before it read quit; the client receives them in
+    # state QUIT. The server-role decoder, which starts no frame after quit, must not judge them.
+    login, acc, quit = (cw.encode(e) for e in (cw.Login(nick="ana"), cw.Accepted(), cw.Quit()))
+    relay = _traced((C2S, login), (S2C, acc), (C2S, quit), (S2C, b"msg 1 2   bhi"))
+    assert not relay.violations, relay.violations
+    reply = _traced(
+        (C2S, login), (S2C, acc), (C2S, cw.encode(cw.ListRequest()) + quit), (S2C, b"3         ana")
+    )
+    assert not reply.violations, reply.violations
+    head = cw.encode(cw.FileRelay(sender="b", name="a.txt", size=4))
+    file = _traced((C2S, login), (S2C, acc), (C2S, quit), (S2C, head + b"da"), (S2C, b"ta"))
+    assert not file.violations, file.violations
+    assert "... 4 bytes of file data" in cast(io.StringIO, file.out).getvalue()
+
+
+def test_an_unasked_reply_after_quit_is_still_flagged() -> None:
+    # The client-role side still follows the state: NC with no nick pending is malformed (4.3).
+    tracer = _traced(
+        (C2S, cw.encode(cw.Login(nick="ana"))),
+        (S2C, cw.encode(cw.Accepted())),
+        (C2S, cw.encode(cw.Quit())),
+        (S2C, cw.encode(cw.NickChanged())),
+    )
+    (flagged,) = tracer.violations
+    assert flagged.startswith("S->C ") and "spec 4.3" in flagged
 
 
 def _open_connections(text: str) -> set[str]:
