@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -295,7 +294,7 @@ class Session:
         self.disconnect(why, linger=self.server.config.linger)
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
-        why = f"protocol error: {describe(exc)}"
+        why = f"protocol error: {exc}"
         level = logging.WARNING
         if exc.section == "6.5":  # malformed, strictly; in practice a client that went away
             why = f"connection closed by the client inside a frame: {why}"
@@ -378,15 +377,3 @@ class Session:
                     )
                 self._window_at, self._window_written = now, upload.written
         return None
-
-
-def describe(exc: RemoteProtocolError) -> str:
-    """``str(exc)`` for log lines and notices, naming the spec section once: some of chatwire's
-    messages already end in "of spec 2.3", to which ``str`` adds "(spec 2.3)" again."""
-    text = exc.message
-    if exc.section is not None:
-        text = re.sub(rf"\s*(?:of |in )?spec {re.escape(exc.section)}(?!\.?\d)", "", text)
-        text = f"{text} (spec {exc.section})"
-    if exc.offset is not None:
-        text = f"{text} at byte {exc.offset}"
-    return text

@@ -230,7 +230,7 @@ def _header_problem(raw: bytes) -> str:
     # Only for the error message; the verdict is the regular expression's.
     if not raw.strip(b" "):
         return "empty header: 10 spaces"
-    return f"header {raw!r} does not match the grammar of spec 2.3"
+    return f"header {raw!r} does not match the grammar"  # the section (2.3) is the error's
 
 
 def _read_login(block: bytes, start: int, sizes: tuple[int, ...]) -> Event:

@@ -13,7 +13,6 @@ import struct
 import pytest
 
 import chatwire as cw
-from chatserver.session import describe
 from tests.support import Peer, log_port, running_server, wait_until
 
 
@@ -116,12 +115,3 @@ def test_every_departure_is_logged_once_with_its_reason(
         assert re.fullmatch(rf"{re.escape(who)} \(ana\): disconnected: {reason}.*", departures[0])
         assert departures[0].count("spec") <= 1, departures[0]
         assert server.stats()["open_spools"] == 0
-
-
-def test_describe_names_the_spec_section_once() -> None:
-    error = cw.RemoteProtocolError(
-        "header b'x' does not match the grammar of spec 2.3", section="2.3", offset=4
-    )
-    assert describe(error) == "header b'x' does not match the grammar (spec 2.3) at byte 4"
-    plain = cw.RemoteProtocolError("text_size 10000 is out of range 0..9999", section="2.7")
-    assert describe(plain) == str(plain) == "text_size 10000 is out of range 0..9999 (spec 2.7)"
