@@ -257,6 +257,32 @@ def test_faulty_clients_fail_their_case(
     assert catcher in failures, f"{defect}: {failures}"
 
 
+def test_a_client_flooding_before_acc_fails_its_case_not_the_kit() -> None:
+    # More than a paused decoder holds (MAX_BUFFERED) before the answer to the login: the kit
+    # stops reading and ends the session with a verdict, instead of crashing in receive_data.
+    flood = cw.encode(cw.Message(text="x" * cw.TEXT_MAX))
+    options = ClientOptions(wait=3.0, hold=1.0, prompts=False)
+    with client_kit(options) as (url, runs):
+        peer = Peer(url, timeout=5)
+        peer.send(cw.Login(nick="me"))
+        with contextlib.suppress(OSError):  # the kit closes while we still write
+            for _ in range(2 * cw.MAX_BUFFERED // len(flood)):
+                peer.send_raw(flood)
+        peer.close()
+    run = runs[0]
+    assert not [r.case.id for r in run.results if r.verdict is Verdict.ERROR]
+    result = next(r for r in run.results if r.case.id == "client-waits-for-acc")
+    assert result.verdict is Verdict.FAIL
+    assert re.fullmatch(
+        r"\d+ bytes sent before the answer on connection 1; the kit stopped reading and ended "
+        r"the session",
+        result.actual,
+    ), result.actual
+    well_formed = next(r for r in run.results if r.case.id == "client-well-formed")
+    assert well_formed.verdict is Verdict.FAIL
+    assert well_formed.requirement.section == "3.1.1"
+
+
 def test_an_over_long_frame_is_reported_against_the_long_text_step() -> None:
     options = ClientOptions(wait=3.0, hold=0.2, prompts=False)
     with client_kit(options) as (url, runs):

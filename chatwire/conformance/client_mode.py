@@ -30,8 +30,10 @@ How it works: each connection is read by a server-role `chatwire.Connection` fed
 so any frame the spec forbids (grammar, table, state, sizes, UTF-8, names) is caught with its
 bytes; every decoded frame is also compared with its one correct form (spec 2.2). Between the
 ``login`` and the kit's answer the connection is paused (`chatwire.PAUSED`): bytes that arrive
-then are frames sent before ``ACC``. Observations go into `Observations`; the cases of
-`CLIENT` then turn them into verdicts.
+then are frames sent before ``ACC``. The decoder holds at most `chatwire.MAX_BUFFERED` of
+them: a client that sends more before the answer has broken spec 3.1.1 beyond what the kit can
+follow, and the session ends there. Observations go into `Observations`; the cases of `CLIENT`
+then turn them into verdicts.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import chatwire as cw
 from chatwire.transport import Endpoint, listen
 
 from .probe import Trace
-from .registry import Case, Failed, Level, Registry, Skipped
+from .registry import Case, Failed, Level, Registry, Requirement, Skipped
 from .report import Result, Run, Verdict
 from .wire import EXACT_FORM, broken_requirement, canonical_head, describe, explain_header, render
 
@@ -61,6 +63,9 @@ CLIENT = Registry("client")
 MUST, SHOULD, MAY = Level.MUST, Level.SHOULD, Level.MAY
 
 FAKE_USERS = ("ana", "bob", "Joãozinh")  # the room's other members, as far as the client knows
+WAITS_FOR_ACC = Requirement(
+    "3.1.1", "After `login` the client MUST NOT send any frame until it has received `ACC`."
+)
 
 
 def _long_text() -> str:
@@ -156,9 +161,11 @@ class _Peer:
         self.raw = bytearray()
         self.base = 0
         self.consumed = 0
+        self.received = 0  # stream bytes received, decoded or not
         self.eof = False
 
-    def _read(self, timeout: float) -> bool:
+    def _read(self, timeout: float, keep: bool = True) -> bool:
+        # keep=False: the bytes are only counted, for a connection that is not decoded any more.
         if self.eof:
             return False
         try:
@@ -171,9 +178,17 @@ class _Peer:
         if not data:
             self.eof = True
             self.trace.add(self.label, "->", "(end of stream)")
-        self.raw += data
-        self.conn.receive_data(data)
+        self.received += len(data)
+        if keep:
+            self.raw += data
+            self.conn.receive_data(data)
         return True
+
+    @property
+    def overflowing(self) -> bool:
+        """More received bytes wait for the decoder than it takes (`chatwire.MAX_BUFFERED`):
+        only while it is paused or not read can this happen."""
+        return self.conn.buffered > cw.MAX_BUFFERED
 
     def event(self, timeout: float) -> tuple[cw.Event, bytes]:
         """The next event and its raw bytes (file data as ``FileData`` events).
@@ -241,13 +256,21 @@ class _Peer:
                 self.trace.add(self.label, "->", f"... {file.size} bytes of file data")
                 return digest.hexdigest()
 
-    def silent_for(self, seconds: float) -> int:
+    def silent_for(self, seconds: float, *, keep: bool = True) -> int:
         """Read for ``seconds`` without decoding; returns the bytes received and not part of
-        a decoded frame (those that came with the last frame included)."""
+        a decoded frame (those that came with the last frame included).
+
+        With ``keep`` the bytes are kept for the decoder, which takes at most
+        `chatwire.MAX_BUFFERED` of them: once it is `overflowing` the read stops early (the
+        rest stays with the transport). Without it they are only counted, and the connection
+        is not decoded any more.
+        """
         deadline = time.monotonic() + seconds
         while not self.eof and (left := deadline - time.monotonic()) > 0:
-            self._read(left)
-        return len(self.raw)
+            if keep and self.overflowing:
+                break
+            self._read(left, keep)
+        return self.received - self.consumed
 
     def send(self, event: cw.Event, data: bytes = b"") -> None:
         """Send ``event`` (checked by our own state machine), then ``data`` for a file."""
@@ -269,9 +292,9 @@ class _Peer:
     def wait_closed(self, seconds: float) -> tuple[bool, int]:
         """Read, without decoding, until the client closes or ``seconds`` pass; returns whether
         it closed and how many bytes it sent meanwhile."""
-        before = len(self.raw)
-        self.silent_for(seconds)
-        return self.eof, len(self.raw) - before
+        before = self.received
+        self.silent_for(seconds, keep=False)
+        return self.eof, self.received - before
 
     def shutdown_write(self) -> None:
         with contextlib.suppress(OSError):
@@ -386,7 +409,17 @@ class ClientKit:
         if not isinstance(event, cw.Login):
             raise Failed("login as the first frame", describe(event))
         # Paused until we answer: anything arriving now was sent before ACC/NE (spec 3.1.1).
-        self.seen.early_bytes.append(peer.silent_for(self.options.hold))
+        early = peer.silent_for(self.options.hold)
+        self.seen.early_bytes.append(early)
+        if peer.overflowing:
+            # More than a paused decoder holds: following the client further would mean holding
+            # without bound or losing bytes, so the session ends (client-waits-for-acc fails).
+            raise Failed(
+                "nothing between login and ACC or NE",
+                f"{early} bytes sent before the answer on connection {len(self._peers)}, more "
+                f"than the {cw.MAX_BUFFERED} the kit holds for a login it has not answered",
+                requirement=WAITS_FOR_ACC,
+            )
         return event
 
     def _session(self) -> None:
@@ -399,7 +432,7 @@ class ClientKit:
         self._say(f"refusing the first login ({login.nick!r}) with NE: log in again")
         first.send(cw.Refused())
         first.shutdown_write()
-        seen.after_ne = first.silent_for(self.options.hold)
+        seen.after_ne = first.silent_for(self.options.hold, keep=False)
         first.close()
         second = self._accept("conn2")
         seen.reconnected = True
@@ -420,7 +453,7 @@ class ClientKit:
             if seen.quit:
                 break
             self._prompt(second)
-        seen.after_quit = second.silent_for(self.options.hold)
+        seen.after_quit = second.silent_for(self.options.hold, keep=False)
         seen.closed_first = second.eof
         seen.ended = "the client quit"
         second.close()
@@ -594,16 +627,18 @@ def client_well_formed(seen: Observations) -> None:
     "client-waits-for-acc",
     "3.1.1",
     MUST,
-    "After `login` the client MUST NOT send any frame until it has received `ACC`.",
+    WAITS_FOR_ACC.text,
     title="nothing is sent between login and the answer",
 )
 def client_waits_for_acc(seen: Observations) -> None:
     _must_have(bool(seen.early_bytes), "a login", seen)
     for index, count in enumerate(seen.early_bytes):
         if count:
+            flood = count > cw.MAX_BUFFERED
             raise Failed(
                 "nothing between login and ACC or NE",
-                f"{count} bytes sent before the answer on connection {index + 1}",
+                f"{count} bytes sent before the answer on connection {index + 1}"
+                + ("; the kit stopped reading and ended the session" if flood else ""),
             )
 
 
