@@ -400,8 +400,8 @@ FAULTS: dict[str, Fault] = {
         "messages and files relayed back to their sender",
         {
             "no-echo": ("3.1.7", "received msg-relay from"),
-            "msg-to-all-others": ("5.3", "received msg-relay from"),
-            "file-to-all-others": ("5.3", "received file-relay from"),
+            "msg-to-all-others": ("3.1.7", "received msg-relay from"),
+            "file-to-all-others": ("3.1.7", "received file-relay from"),
         },
         ("3.1.7",),
         room=EchoRoom,
@@ -430,7 +430,7 @@ FAULTS: dict[str, Fault] = {
         "file relays lose the file's last byte",
         {
             "file-relay-bytes": ("2.2", "a file of 2 bytes instead of 3"),
-            "file-to-all-others": ("5.3", "a file of 99999 bytes instead of 100000"),
+            "file-to-all-others": ("3.1.7", "a file of 99999 bytes instead of 100000"),
             "file-names": ("3.1.7.1", "bytes instead of"),
             "file-large": ("2.8.8", "bytes instead of"),
         },
@@ -492,7 +492,7 @@ FAULTS: dict[str, Fault] = {
     "no-ne-on-malformed-login": Fault(
         "a malformed first frame is not answered NE before the close",
         {
-            "login-malformed": ("3.1.1", "the server closed the connection of header-"),
+            "login-malformed": ("6.3", "the server closed the connection of header-"),
             "login-invalid-nicks": ("3.1.1", "the server closed the connection of"),
         },
         ("login-malformed", "login-invalid-nicks"),

@@ -659,8 +659,8 @@ def client_silent_after_ne(seen: Observations) -> None:
     "client-logs-in-again",
     "8.1",
     MUST,
-    "After `NE` to a login the connection is over (3.1.1): a client asks its user for another "
-    "nick and opens a new connection.",
+    "A client that tries again after `NE` MUST do so on a new connection, with `login` as its "
+    "first frame (3.1.1)",
     title="after NE the client logs in again on a new connection",
 )
 def client_logs_in_again(seen: Observations) -> None:
@@ -710,7 +710,8 @@ CLIENT.case(
     "client-list",
     "5.5",
     MUST,
-    "Relays and notices may arrive between a request and its reply, and between any two replies.",
+    "A client MUST accept a relay or a notice wherever it arrives between a request and its reply, "
+    "and MUST still match each reply with its oldest unanswered request (5.2, 8.2).",
     title="a list reply after a relay, a file and a notice is taken",
     also=("3.1.2", "8.2"),
 )(_step_case("list", "list request"))
@@ -718,14 +719,16 @@ CLIENT.case(
     "client-nick-refused",
     "3.1.3",
     MUST,
-    "`NE` here leaves the connection open and the old nick in force.",
+    "A client MUST take either answer and go on with the connection: after `NE` its nick is still "
+    "the old one",
     title="NE to a nick request does not end the session",
 )(_step_case("nick-refused", "nick request for a taken nick"))
 CLIENT.case(
     "client-nick-accepted",
     "3.1.3",
     MUST,
-    "After `NC` the new nick is in force",
+    "A client MUST take either answer and go on with the connection: ... after `NC` it is the new "
+    "one.",
     title="NC to a nick request is taken",
 )(_step_case("nick-accepted", "nick request for a free nick"))
 
@@ -925,8 +928,7 @@ def client_closes_on_malformed(seen: Observations) -> str:
     "client-tls-alpn",
     "A",
     MAY,
-    "A server using TLS SHOULD offer the ALPN identifier `chatwire/1` and MUST NOT require the "
-    "client to offer it.",
+    "A client MAY offer `chatwire/1`, and MUST NOT require the server to select it.",
     title="over TLS, does the client offer the ALPN protocol chatwire/1?",
 )
 def client_tls_alpn(seen: Observations) -> str:

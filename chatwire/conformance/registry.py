@@ -5,9 +5,9 @@ Rules (after irctest's ``cases.mark_specifications`` and h2spec's section ids):
 - Every case quotes, verbatim, the sentence of ``spec/protocol.md`` that requires the behaviour,
   and names the section that holds that sentence. The sentence carries the case's key word
   (spec 1.1): a MUST case quotes a MUST (or MUST NOT) sentence, a SHOULD case a SHOULD sentence,
-  a MAY case a MAY sentence. ``tests/test_conformance_registry.py`` checks all three, with a
-  short, documented list of cases whose behaviour the spec states without a key word. The
-  quotation is what the report shows next to a failure.
+  a MAY case a MAY sentence. ``tests/test_conformance_registry.py`` checks all three; its
+  list of cases whose behaviour the spec states without a key word (documented in
+  docs/conformance.md) is empty. The quotation is what the report shows next to a failure.
 - A case may also name the other sections it exercises (``also``): ``--only 3.1.4`` selects
   every case that sends or checks a file, not only those that quote 3.1.4.
 - Every case has a level, which decides what its failure means (Autobahn's verdict scheme):
