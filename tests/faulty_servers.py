@@ -464,7 +464,7 @@ FAULTS: dict[str, Fault] = {
     ),
     "replies-out-of-order": Fault(
         "list replies overtaken by later nick replies",
-        {"replies-in-order": ("2.3", "but the oldest pending request is list")},
+        {"replies-in-order": ("4.3", "but the oldest pending request is list")},
         ("5.2",),
         session=LateListSession,
     ),

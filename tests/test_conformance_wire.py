@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 import chatwire as cw
-from chatwire.conformance.wire import canonical_head, describe, explain_header, render
+from chatwire.conformance.wire import (
+    broken_requirement,
+    canonical_head,
+    describe,
+    explain_header,
+    render,
+)
 
 
 def test_render_shows_every_non_printable_byte() -> None:
@@ -45,3 +51,17 @@ def test_describe_and_canonical_head() -> None:
     assert "3 bytes" in describe(cw.FileRelay(sender="a", name="f", size=3))
     assert canonical_head(cw.Accepted()) == b"ACC       "
     assert canonical_head(cw.FileEnd()) is None
+
+
+@pytest.mark.parametrize("section", ["2.6", "2.7", "2.8.2", "2.8.7", "4.3"])
+def test_a_refused_frame_breaks_its_senders_rule(section: str) -> None:
+    # The peer sent the frame: the failure is reported under the sender's MUST of that
+    # section, not under the rule the kit applied as a receiver.
+    requirement = broken_requirement(section)
+    assert requirement.section == section
+    assert requirement.text.startswith(("A sender MUST", "A peer MUST", "A server MUST"))
+
+
+def test_an_unknown_section_falls_back_to_the_receivers_checks() -> None:
+    assert broken_requirement(None).section == "2.3"
+    assert broken_requirement("9.9").text.startswith("A receiver MUST check every header")

@@ -48,18 +48,21 @@ _MALFORMED_PAYLOAD = Requirement(
     "A receiver MUST treat as malformed: ... a file name that breaks 2.8.5, a `user_list` that "
     "breaks 2.8.7, a `file-relay` with an empty sender;",
 )
-#: The decoder's section -> the MUST sentence a frame refused for it breaks (each quoted
-#: verbatim from its section; tests/test_conformance_registry.py checks them).
+#: The decoder's section -> the MUST sentence a frame refused for it breaks: the sender's duty
+#: where the spec states one in a sentence (the peer sent the frame), else the receiver's rule.
+#: Each is quoted verbatim from its section; tests/test_conformance_registry.py checks them.
 WIRE_REQUIREMENTS: dict[str, Requirement] = {
     "2.3": EXACT_FORM,  # the header's form: padding, separators, digits
-    "2.6": _RECEIVER_CHECKS,  # a header the table does not allow in this direction
-    "4.3": _RECEIVER_CHECKS,  # a frame not allowed in the state: unasked reply, early relay
-    "2.7": Requirement("2.7", "A sender MUST NOT send a size outside its range."),
-    "2.8.2": Requirement(
-        "2.8.2", "A receiver MUST treat a payload that is not valid UTF-8 as malformed."
+    # a header the table does not allow in this direction
+    "2.6": Requirement(
+        "2.6", "A peer MUST NOT send a frame that this table does not list for its direction."
     ),
+    # a frame not allowed in the state: an unasked reply, an early relay
+    "4.3": Requirement("4.3", "A peer MUST NOT send an illegal frame."),
+    "2.7": Requirement("2.7", "A sender MUST NOT send a size outside its range."),
+    "2.8.2": Requirement("2.8.2", "A sender MUST send each of these parts as valid UTF-8."),
     "2.8.5": _MALFORMED_PAYLOAD,
-    "2.8.7": _MALFORMED_PAYLOAD,
+    "2.8.7": Requirement("2.8.7", "A server MUST send every `user_list` in this form."),
     "3.1.7.1": Requirement("3.1.7.1", "`nick_size` MUST NOT be 0: a file always has a sender."),
     "6.5": Requirement(
         "6.1",
