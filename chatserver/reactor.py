@@ -121,7 +121,8 @@ class Reactor:
         return timer
 
     def call_soon(self, callback: Callback) -> None:
-        """Run ``callback`` at the end of this pass (before the pass hooks)."""
+        """Run ``callback`` at the end of this pass (before the pass hooks); if it is called
+        from such a callback, at the end of the next pass (which then does not wait)."""
         self._soon.append(callback)
 
     def add_pass_hook(self, callback: Callback) -> None:
@@ -193,7 +194,10 @@ class Reactor:
                         handlers[0]()
                     if mask & write and handlers[1] is not None:
                         handlers[1]()
-                while self._soon:
+                if self._soon:
+                    # Only what was scheduled before this point: a callback that schedules
+                    # itself again (a step of bounded work) runs once per pass, not in a loop
+                    # that would serve no one until it is done.
                     soon, self._soon = self._soon, []
                     for callback in soon:
                         callback()

@@ -32,6 +32,31 @@ def test_readers_timers_and_pass_hooks_run_in_order() -> None:
     b.close()
 
 
+def test_a_callback_that_reschedules_itself_runs_once_per_pass() -> None:
+    # Bounded work in steps (freeing a large spool) must let every pass serve the descriptors.
+    reactor = Reactor()
+    a, b = socket.socketpair()
+    log: list[str] = []
+    steps = iter(range(3))
+
+    def step() -> None:
+        n = next(steps, None)
+        if n is not None:
+            log.append(f"step {n}")
+            reactor.call_soon(step)
+
+    reactor.add_reader(a.fileno(), lambda: log.append(f"read {a.recv(10)!r}"))
+    reactor.add_pass_hook(lambda: log.append("hook"))
+    reactor.call_soon(step)
+    reactor.call_later(0.2, reactor.stop)
+    b.send(b"x")
+    reactor.run()
+    assert log[:6] == ["read b'x'", "step 0", "hook", "step 1", "hook", "step 2"]
+    reactor.close()
+    a.close()
+    b.close()
+
+
 def test_writers_are_watched_only_while_asked() -> None:
     reactor = Reactor()
     a, b = socket.socketpair()
