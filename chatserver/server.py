@@ -46,7 +46,12 @@ class Server:
         self.room = Room(notices=config.notices)
         #: unexpected exceptions caught (each closed one connection); the fuzz tests want 0
         self.internal_errors = 0
-        self.spools = SpoolManager(config.spool_dir, config.spool_limit, config.spool_quota_per_ip)
+        self.spools = SpoolManager(
+            config.spool_dir,
+            config.spool_limit,
+            config.spool_quota_per_ip,
+            schedule=self.reactor.call_soon,
+        )
         prepare()
         self.sessions: set[Session] = set()
         self._per_ip: Counter[str] = Counter()
@@ -158,6 +163,7 @@ class Server:
             self.reactor.run()
         finally:
             self._abort_all("server stopped")
+            self.spools.close()
             self._close_listeners()
             self.reactor.close()
             log.info("stopped")

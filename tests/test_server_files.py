@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from chatserver import files
 from chatserver.files import SpoolError, SpoolManager
 
 
@@ -55,3 +56,39 @@ def test_one_owner_cannot_reserve_more_than_its_quota(tmp_path: Path) -> None:
         spool.release()
     assert manager.held_by("10.0.0.1") == 0 and manager.used == 0
     manager.open(300, owner="10.0.0.1").release()  # the whole quota again
+
+
+def test_a_large_spool_is_freed_in_steps_one_per_pass(tmp_path: Path, monkeypatch) -> None:
+    # Closing a 1 GiB spool at once stalls the reactor for ~100 ms; in steps, each pass does a
+    # bounded share, and the space stays reserved until the file is really gone.
+    monkeypatch.setattr(files, "FREE_STEP", 4096)
+    scheduled: list = []
+    manager = SpoolManager(str(tmp_path), limit=1 << 20, schedule=scheduled.append)
+    small = manager.open(4096)
+    small.write(bytes(4096))
+    small.release()  # no larger than a step: freed at once, nothing scheduled
+    assert manager.open_spools == 0 and scheduled == []
+    spool = manager.open(10_000)
+    spool.write(bytes(10_000))
+    spool.release()
+    assert manager.open_spools == 1 and manager.used == 10_000 and len(scheduled) == 1
+    sizes = []
+    while scheduled:
+        scheduled.pop()()
+        if manager.open_spools:
+            sizes.append(os.fstat(spool.fd).st_size)
+    assert sizes == [10_000 - 4096, 10_000 - 2 * 4096]
+    assert manager.open_spools == 0 and manager.used == 0
+    with pytest.raises(OSError):
+        os.fstat(spool.fd)
+
+
+def test_stopping_frees_spools_still_being_freed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(files, "FREE_STEP", 4096)
+    scheduled: list = []
+    manager = SpoolManager(str(tmp_path), limit=1 << 20, schedule=scheduled.append)
+    spool = manager.open(10_000)
+    spool.write(bytes(10_000))
+    spool.release()
+    manager.close()
+    assert manager.open_spools == 0 and manager.used == 0
