@@ -64,7 +64,15 @@ _COALESCE = 64 * 1024  # queued writes smaller than this are copied together
 _TLS_CHUNK = 256 * 1024  # the bounded buffer for files under TLS
 
 
-_DIVERT_BUDGET = 8 << 20  # bytes moved per readiness, at most
+# Work per readiness is bounded, so one transfer never holds up the rest of the reactor: chat
+# to everyone else waits at most one pass, whatever files are moving (spec 5.4: "a server SHOULD
+# NOT make one recipient's frames wait for a file going to another"). Measured on loopback with
+# ten receivers of a 1 GiB file and four chatters (bench/bench_server.py filechat): sending
+# without a bound, one sendfile loop ran for up to 600 ms; at 1 MiB per receiver per pass chat
+# beyond a receiver's own file stays under ~10 ms p99 and the aggregate rate is unchanged; at
+# 256 KiB the rate drops. Uploads: 2 MiB per pass gave chat p99 ~12 ms against ~45 ms at 8 MiB.
+_DIVERT_BUDGET = 2 << 20  # upload bytes moved into the spool per readiness, at most
+_FILE_BUDGET = 1 << 20  # file data sent to one receiver per readiness, at most
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
 
@@ -478,8 +486,15 @@ class Transport:
                     self.queued_bytes -= sent
                     item.head = memoryview(item.head)[sent:]
                 size = item.spool.size
+                budget = _FILE_BUDGET
                 while item.offset < size:
-                    item.offset += self._send_file(item.spool.fd, item.offset, size - item.offset)
+                    if budget <= 0:
+                        return  # the rest next pass (still watching writability)
+                    sent = self._send_file(
+                        item.spool.fd, item.offset, min(size - item.offset, budget)
+                    )
+                    item.offset += sent
+                    budget -= sent
                     self._sent_file = True
                 queue.popleft()
                 self.queued_files -= 1
