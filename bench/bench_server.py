@@ -461,13 +461,24 @@ class Bench:
         if "file" in self.only:
             self.say("## file relay")
             for r in m.file_receivers:
-                verify = "full" if r == 1 else "sample"
+                # R = 1 reads every byte into the load generator's buffer, as the stream meter's
+                # reader does, so the two are comparable; R = 10 checks samples and discards the
+                # rest in the kernel, so that reading 10 GiB is not the load generator's limit.
+                # Content is checked byte for byte by the test suite (sha256 of relayed files).
+                verify = "none" if r == 1 else "sample"
                 for rep in range(1, m.reps + 1):
                     for peer in chat_peers:
+                        # The loopback stream varies by 1.5x between minutes here: each relay is
+                        # compared with a stream of the same size measured just before it.
+                        stream = self.loadgen_run(
+                            ["-w", "tcp", "--tcp-bytes", str(m.file_size)], 120
+                        )
                         args = ["-w", "file", "-F", str(m.file_size), "-R", str(r)]
                         args += ["--verify", verify, "--file-timeout", "300", "--stall", "30"]
                         config = f"{m.file_size >> 20}MiB:{r}"
-                        self.one(peer, "file", config=config, rep=rep, args=args, timeout=420)
+                        rec = self.one(peer, "file", config=config, rep=rep, args=args, timeout=420)
+                        if rec is not None and stream and stream.get("bytes_per_s"):
+                            rec["paired_tcp_Bps"] = stream["bytes_per_s"]
         if "filechat" in self.only:
             self.say("## file relay with chat")
             for rep in range(1, m.reps + 1):
@@ -560,6 +571,23 @@ def peer_order(results: list[Record]) -> list[str]:
 
 def tcp_rate(results: list[Record]) -> float | None:
     return med(values(pick(results, workload="tcp"), "bytes_per_s"))
+
+
+def file_ratios(runs: list[Record], receivers: int, size: int, rate: float | None) -> list[float]:
+    """Each relay against one loopback stream (issue 7): for one receiver its time over the
+    stream's time for the same bytes (target <= 2.2), for more its aggregate rate over the
+    stream's rate (target >= 2). The stream is the one measured just before that relay, else the
+    run's median stream."""
+    out: list[float] = []
+    for rec in runs:
+        stream = rec.get("paired_tcp_Bps") or rate
+        if not stream or not rec.get("time_s"):
+            continue
+        if receivers == 1:
+            out.append(float(rec["time_s"]) / (size / float(stream)))
+        elif rec.get("aggregate_Bps"):
+            out.append(float(rec["aggregate_Bps"]) / float(stream))
+    return out
 
 
 def render_table(
@@ -672,13 +700,9 @@ def render_table(
                 if not rs:
                     continue
                 ratio = "-"
-                if rate:
-                    if r == 1:  # time relative to one stream of the same size (target <= 2.2)
-                        vals = [x / (m.file_size / rate) for x in values(rs, "time_s")]
-                        ratio = cell(vals, 2) + " x the time"
-                    else:  # aggregate relative to one stream (target >= 2)
-                        vals = [x / rate for x in values(rs, "aggregate_Bps")]
-                        ratio = cell(vals, 2) + " x the rate"
+                vals = file_ratios(rs, r, m.file_size, rate)
+                if vals:
+                    ratio = cell(vals, 2) + (" x the time" if r == 1 else " x the rate")
                 ok = all(x.get("verified_ok") for x in rs)
                 add(
                     f"| {m.file_size >> 20} MiB:{r} | {p} | {cell(values(rs, 'time_s'), 2)} "
@@ -763,12 +787,13 @@ def render_targets(results: list[Record], m: Matrix, me: str) -> list[str]:
     size = f"{m.file_size >> 20} MiB"
     one = pick(results, workload="file", peer=me, config=f"{m.file_size >> 20}MiB:1")
     ten = pick(results, workload="file", peer=me, config=f"{m.file_size >> 20}MiB:10")
-    t1, agg = med(values(one, "time_s")), med(values(ten, "aggregate_Bps"))
-    ok = None if t1 is None or not rate else t1 <= 2.2 * m.file_size / rate
-    got = "-" if t1 is None or not rate else f"{t1 / (m.file_size / rate):.2f} x"
+    t1 = med(file_ratios(one, 1, m.file_size, rate))
+    ok = None if t1 is None else t1 <= 2.2
+    got = "-" if t1 is None else f"{t1:.2f} x"
     rows.append((f"{size} to 1 receiver within 2.2 x one stream's time", got, verdict(ok)))
-    ok = None if agg is None or not rate else agg >= 2 * rate
-    got = "-" if agg is None or not rate else f"{agg / rate:.2f} x"
+    agg = med(file_ratios(ten, 10, m.file_size, rate))
+    ok = None if agg is None else agg >= 2
+    got = "-" if agg is None else f"{agg:.2f} x"
     rows.append((f"{size} to 10 receivers >= 2 x one stream's rate", got, verdict(ok)))
     growth = values(one + ten, "server_rss_growth_kb", 1 / 1024)
     ok = None if not growth else max(growth) < 32

@@ -50,6 +50,10 @@
 #define CHAT_READ (256u << 10) /* bytes per recv outside file bodies */
 #endif /* largest incomplete frame/line kept between reads */
 #define SEND_CHUNK (4u << 20) /* file sender's generated-pattern window */
+/* file body bytes written per flush, at most: then back to epoll (EPOLLOUT armed). Without it
+   a sender whose server keeps up never sees EAGAIN, and the one thread stops reading and
+   sending chat for the whole upload, which filechat then reports as the server's latency. */
+#define SEND_TURN (1u << 20)
 #define SAMPLE_STRIDE (16ull << 20) /* verify=sample: check SAMPLE_LEN bytes every STRIDE */
 #define SAMPLE_LEN (64ull << 10)
 #define SAMPLE_TAIL (1ull << 20) /* ... and the last MiB of every file */
@@ -479,7 +483,12 @@ static void flush(conn *c)
     }
     c->ooff = c->olen = 0;
     /* file body: generated in SEND_CHUNK windows and sent straight from there */
+    uint64_t turn_end = c->fs_off + SEND_TURN;
     while (c->fs_off < c->fs_end) {
+        if (c->fs_off >= turn_end) {
+            arm(c, 1); /* writable again at once: the loop comes back after serving the rest */
+            return;
+        }
         if (c->fs_off < G.sbuf_base || c->fs_off >= G.sbuf_base + G.sbuf_len) {
             uint64_t left = c->fs_end - c->fs_off;
             G.sbuf_base = c->fs_off;
