@@ -129,6 +129,15 @@ WORKLOADS: dict[str, tuple[str, Callable[[], float]]] = {
 }
 
 
+def yardstick() -> float:
+    """Millions of loop iterations per second of this Python on this CPU right now: a shared
+    machine's speed moves by 2x or more between hours, so figures from different days are
+    compared through this, never directly."""
+    start = time.perf_counter()
+    sum(range(10_000_000))
+    return 10.0 / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
@@ -139,6 +148,8 @@ def main() -> None:
         f"# {platform.python_implementation()} {platform.python_version()}"
         f" on {platform.machine()}, {time.strftime('%Y-%m-%d')}, median of {args.reps}"
     )
+    speed = statistics.median(yardstick() for _ in range(5))
+    print(f"# machine yardstick: sum(range(10**7)) at {speed:.1f} M iterations/s")
     print("| workload | median | min-max | target |\n|---|---|---|---|")
     for name, (target, run) in WORKLOADS.items():
         values = [run() for _ in range(args.reps)]
@@ -151,7 +162,7 @@ def main() -> None:
         sys.stdout.flush()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({"yardstick_M_per_s": speed, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":
