@@ -156,11 +156,16 @@ def _utf8(block: bytes, start: int, end: int, frame_start: int) -> str:
     try:
         return block[start:end].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FrameError(
-            f"payload is not valid UTF-8: {exc.reason}",
-            section="2.8.2",
-            offset=start - frame_start + exc.start,
-        ) from exc
+        raise _not_utf8(exc, start, frame_start) from exc
+
+
+def _not_utf8(exc: UnicodeDecodeError, start: int, frame_start: int) -> FrameError:
+    # spec 2.8.2; the offset is that of the first byte that does not begin a valid character.
+    return FrameError(
+        f"payload is not valid UTF-8: {exc.reason}",
+        section="2.8.2",
+        offset=start - frame_start + exc.start,
+    )
 
 
 def _file_name(block: bytes, start: int, end: int, frame_start: int) -> str:
@@ -251,9 +256,14 @@ _set = object.__setattr__
 
 
 def _read_msg(block: bytes, start: int, sizes: tuple[int, ...]) -> Event:
+    # The hottest reader: `_utf8` written out (one call less per chat frame).
     p = start + HEADER_SIZE
+    try:
+        text = block[p : p + sizes[0]].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(exc, p, start) from exc
     event = _new(Message)
-    _set(event, "text", _utf8(block, p, p + sizes[0], start))
+    _set(event, "text", text)
     return event
 
 

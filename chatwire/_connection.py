@@ -315,6 +315,21 @@ class Connection:
         if self._error is not None:
             raise self._error
         try:
+            # Direct path, for chat at full speed: the next frame lies whole in the first
+            # chunk, its exact header has been seen before (a plan), and the message needs no
+            # state work now. Everything else takes the full path (`_next_event`), which is
+            # also what made the plan. It sits here, not there, to save a call per frame
+            # (with `_read_msg` decoding inline: 7 % fewer instructions per msg, callgrind).
+            buffer = self._buffer
+            if self._plans is not None and self._recv_left < 0 and buffer._chunks:
+                first = buffer._chunks[0]
+                pos = buffer._pos
+                plan = self._plans.get(first[pos : pos + HEADER_SIZE])
+                if plan is not None and plan[0] in self._free and len(first) - pos >= plan[2]:
+                    event: Event = plan[3](first, pos, plan[1])
+                    buffer.commit(plan[2])
+                    self._offset += plan[2]
+                    return event
             return self._next_event()
         except FrameError as exc:
             # The one boundary where construct's errors become protocol errors (house style).
@@ -348,19 +363,7 @@ class Connection:
         buffer = self._buffer
         if self._recv_left >= 0:
             return self._next_data()
-        # Direct path, for chat at full speed: the next frame lies whole in the first chunk, its
-        # exact header has been seen before (a plan), and the message needs no state work now.
-        # Everything else takes the full path below, which is also what made the plan.
         plans = self._plans
-        if plans is not None and buffer._chunks:
-            first = buffer._chunks[0]
-            pos = buffer._pos
-            plan = plans.get(first[pos : pos + HEADER_SIZE])
-            if plan is not None and plan[0] in self._free and len(first) - pos >= plan[2]:
-                event: Event = plan[3](first, pos, plan[1])
-                buffer.commit(plan[2])
-                self._offset += plan[2]
-                return event
         state = self._state.state
         if state is State.CLOSED:
             return ConnectionClosed()
