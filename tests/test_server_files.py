@@ -58,19 +58,27 @@ def test_one_owner_cannot_reserve_more_than_its_quota(tmp_path: Path) -> None:
     manager.open(300, owner="10.0.0.1").release()  # the whole quota again
 
 
+def stepping_manager(tmp_path: Path, monkeypatch) -> tuple[SpoolManager, list]:
+    """A manager whose steps of freeing are collected in a list instead of a reactor's."""
+    monkeypatch.setattr(files, "FREE_STEP", 4096)
+    scheduled: list = []
+    return SpoolManager(str(tmp_path), limit=1 << 20, schedule=scheduled.append), scheduled
+
+
+def released(manager: SpoolManager, size: int) -> files.Spool:
+    spool = manager.open(size)
+    spool.write(bytes(size))
+    spool.release()
+    return spool
+
+
 def test_a_large_spool_is_freed_in_steps_one_per_pass(tmp_path: Path, monkeypatch) -> None:
     # Closing a 1 GiB spool at once stalls the reactor for ~100 ms; in steps, each pass does a
     # bounded share, and the space stays reserved until the file is really gone.
-    monkeypatch.setattr(files, "FREE_STEP", 4096)
-    scheduled: list = []
-    manager = SpoolManager(str(tmp_path), limit=1 << 20, schedule=scheduled.append)
-    small = manager.open(4096)
-    small.write(bytes(4096))
-    small.release()  # no larger than a step: freed at once, nothing scheduled
+    manager, scheduled = stepping_manager(tmp_path, monkeypatch)
+    released(manager, 4096)  # no larger than a step: freed at once, nothing scheduled
     assert manager.open_spools == 0 and scheduled == []
-    spool = manager.open(10_000)
-    spool.write(bytes(10_000))
-    spool.release()
+    spool = released(manager, 10_000)
     assert manager.open_spools == 1 and manager.used == 10_000 and len(scheduled) == 1
     sizes = []
     while scheduled:
@@ -84,11 +92,7 @@ def test_a_large_spool_is_freed_in_steps_one_per_pass(tmp_path: Path, monkeypatc
 
 
 def test_stopping_frees_spools_still_being_freed(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(files, "FREE_STEP", 4096)
-    scheduled: list = []
-    manager = SpoolManager(str(tmp_path), limit=1 << 20, schedule=scheduled.append)
-    spool = manager.open(10_000)
-    spool.write(bytes(10_000))
-    spool.release()
+    manager, _scheduled = stepping_manager(tmp_path, monkeypatch)
+    released(manager, 10_000)
     manager.close()
     assert manager.open_spools == 0 and manager.used == 0
