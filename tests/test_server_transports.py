@@ -297,3 +297,77 @@ def test_small_writes_behind_a_backlog_arrive_whole_and_in_order() -> None:
     total = sum(len(d) for d in expected)
     run_until(reactor, lambda: len(received) >= total)
     assert bytes(received) == b"".join(expected)
+
+
+def tcp_pair() -> tuple[Reactor, SocketTransport, socket.socket]:
+    """A transport on a loopback TCP connection whose peer has not started reading."""
+    reactor = Reactor()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        theirs = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    ours.setblocking(False)
+    ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the listener sets it
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    transport = SocketTransport(reactor, ours, "test")
+    transport.start(Recorder())
+    return reactor, transport, theirs
+
+
+def corked(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+
+
+def test_a_file_frame_goes_out_corked_on_tcp_and_uncorked_at_its_end(tmp_path: Path) -> None:
+    # Corking keeps partial segments back while sendfile runs; the frame's end must uncork, or
+    # whatever follows the file would wait for the kernel's 200 ms cork timer.
+    reactor, transport, theirs = tcp_pair()
+    data = os.urandom(3_000_000)
+    manager = SpoolManager(str(tmp_path), limit=10 << 20)
+    spool = manager.open(len(data))
+    spool.write(data)
+    transport.write(b"before")
+    assert corked(transport._sock) == 0  # chat alone is never corked
+    transport.write_file(b"HEAD", spool)
+    spool.release()
+    assert transport.queued_files == 1  # the socket refused part of the file: still going
+    assert corked(transport._sock) == 1
+    seen_during_file: set[int] = set()
+    reactor.add_pass_hook(
+        lambda: seen_during_file.add(corked(transport._sock)) if transport.queued_files else None
+    )
+    transport.write(b"after")
+    received = collect(reactor, theirs)
+    run_until(reactor, lambda: len(received) == 6 + 4 + len(data) + 5)
+    assert bytes(received) == b"before" + b"HEAD" + data + b"after"
+    assert seen_during_file == {1}
+    assert transport.queued_files == 0 and corked(transport._sock) == 0
+    theirs.close()
+    transport.abort("done")
+
+
+def test_an_empty_file_frame_leaves_the_socket_uncorked(tmp_path: Path) -> None:
+    reactor, transport, theirs = tcp_pair()
+    manager = SpoolManager(str(tmp_path), limit=10 << 20)
+    spool = manager.open(0)
+    transport.write_file(b"HEAD", spool)
+    spool.release()
+    assert transport.queued_files == 0 and corked(transport._sock) == 0
+    received = collect(reactor, theirs)
+    run_until(reactor, lambda: len(received) == 4)
+    assert bytes(received) == b"HEAD"
+    theirs.close()
+    transport.abort("done")
+
+
+def test_files_go_out_on_unix_sockets_which_have_no_cork(tmp_path: Path) -> None:
+    reactor, transport, theirs, _ = pair()  # a Unix socketpair
+    manager = SpoolManager(str(tmp_path), limit=10 << 20)
+    spool = manager.open(300_000)
+    spool.write(b"f" * 300_000)
+    transport.write_file(b"HEAD", spool)
+    spool.release()
+    assert transport.queued_files == 1
+    received = collect(reactor, theirs)
+    run_until(reactor, lambda: len(received) == 4 + 300_000)
+    assert bytes(received) == b"HEAD" + b"f" * 300_000
