@@ -88,7 +88,7 @@ from chatwire import (
     Role,
     split_text,
 )
-from chatwire.transport import Endpoint, parse_endpoint
+from chatwire.transport import Endpoint, cork, parse_endpoint
 from chatwire.transport import connect as open_transport
 
 from .files import Download, ensure_folder
@@ -326,6 +326,7 @@ class _Upload:
     sent: int = 0
     started: float = 0.0
     last_report: float = 0.0
+    corked: bool = False  # TCP_CORK set while the frame goes out
 
 
 @dataclass(slots=True, eq=False)
@@ -1098,6 +1099,8 @@ class Client:
                 return
             command.started = time.monotonic()
             self._upload = command
+            # Full segments only until the frame ends (chatwire.transport.cork says why).
+            command.corked = cork(self._sock, True)
             self._out = memoryview(head)
             return
         try:
@@ -1121,6 +1124,8 @@ class Client:
         left = size - upload.sent
         if left == 0:
             self._conn.send(FileEnd())
+            if upload.corked:  # the frame's last bytes go now, and nothing after waits
+                cork(self._sock, False)
             upload.file.close()
             self._upload = None
             self._report_out(upload, final=True)

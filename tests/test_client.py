@@ -574,6 +574,39 @@ def test_quit_gives_up_on_an_upload_the_server_stopped_reading(tmp_path: Path) -
             stop.set()
 
 
+def test_an_upload_goes_out_corked_and_the_socket_is_uncorked_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    # TCP_CORK holds partial segments back while the file goes out; the frame's end must
+    # uncork, or the text queued behind it would wait for the kernel's 200 ms cork timer.
+    resume = threading.Event()
+    texts: list[str] = []
+
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        peer.expect(cw.File)
+        resume.wait(TIMEOUT)  # stop reading for a while: the upload stalls mid-file
+        texts.append(peer.expect(cw.Message).text)
+        peer.wait_closed()
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(16 * 1024 * 1024))
+    with FakeServer(script) as fake:
+        client = connect(fake.url, "ana")
+        try:
+            future = client.send_file(big)
+            next_of(client, FileProgress, skip=())
+            assert client._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+            client.send_text("after the file")
+            resume.set()
+            assert future.result(TIMEOUT) == 16 * 1024 * 1024
+            assert client._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+            wait_until(lambda: texts == ["after the file"])
+        finally:
+            resume.set()
+            client.close()
+
+
 class _AlarmError(Exception):
     pass
 
