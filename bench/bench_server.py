@@ -847,6 +847,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(the server must listen on 127.0.0.1:{port})",
     )
     ap.add_argument("--label", default="chatserver", help="name of the chatwire server in tables")
+    ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="LABEL=CMD",
+        help="also measure another chatwire server, started with shell command CMD ({port} as "
+        "for --server-cmd), in the same run, alternating with the others; repeatable",
+    )
     ap.add_argument("--fanout-secs", type=float, help="sending time of each fan-out run")
     ap.add_argument(
         "--lat-every",
@@ -899,6 +907,13 @@ def main(argv: list[str] | None = None) -> int:
             peers.append(ngircd_peer(exe) if name == "ngircd" else inspircd_peer(exe))
         else:
             sys.exit(f"unknown peer {name}; known: {', '.join(PEERS)}")
+    for spec in args.compare:
+        label, sep, cmd = spec.partition("=")
+        if not sep or not label or not cmd:
+            sys.exit(f"--compare wants LABEL=CMD, got {spec!r}")
+        if label in {p.name for p in peers}:
+            sys.exit(f"--compare: the label {label!r} is taken")
+        peers.append(chatserver_peer(cmd, label, 0))
     if not peers and only - {"tcp"}:
         sys.exit("no server to measure")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
