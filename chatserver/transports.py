@@ -9,7 +9,8 @@ try to send at once; queue what the socket did not take; watch for writability o
 something is queued. Queued bytes go out with one ``sendmsg`` (scatter-gather) per readiness, so
 what a recipient is owed leaves in as few system calls as possible. A relayed file is queued by
 reference to its spool (`chatserver.files`) and sent with ``os.sendfile`` on plain sockets
-(zero copy), or through a bounded 256 KiB buffer under TLS.
+(zero copy; TCP sockets are corked for the length of the file frame, so only full segments
+leave), or through a bounded 256 KiB buffer under TLS.
 
 The write queue is bounded (spec 7.3, "SendQ exceeded"): whoever writes (a reply, a relay, a
 notice), a write that leaves more than ``max_queued_bytes`` unsent bytes or more than
