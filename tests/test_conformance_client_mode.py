@@ -257,6 +257,17 @@ def test_faulty_clients_fail_their_case(
     assert catcher in failures, f"{defect}: {failures}"
 
 
+def test_bytes_sent_before_ne_are_not_counted_as_sent_after_it() -> None:
+    # The early list request is one defect (client-waits-for-acc), reported once: after NE
+    # this client sends nothing, and client-silent-after-ne must say so.
+    options = ClientOptions(wait=3.0, hold=0.2, prompts=False)
+    with client_kit(options) as (url, runs):
+        scripted_client(url, early=True)
+    verdicts = _verdicts(runs[0])
+    assert verdicts["client-waits-for-acc"] is Verdict.FAIL
+    assert verdicts["client-silent-after-ne"] is Verdict.PASS, _failures(runs[0])
+
+
 def test_a_client_flooding_before_acc_fails_its_case_not_the_kit() -> None:
     # More than a paused decoder holds (MAX_BUFFERED) before the answer to the login: the kit
     # stops reading and ends the session with a verdict, instead of crashing in receive_data.

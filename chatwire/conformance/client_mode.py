@@ -430,9 +430,12 @@ class ClientKit:
         first = self._accept("conn1")
         login = self._login(first)
         self._say(f"refusing the first login ({login.nick!r}) with NE: log in again")
+        # Bytes the hold kept undecoded were sent before the answer (counted in early_bytes,
+        # client-waits-for-acc): only what arrives from here on was sent after NE.
+        before_ne = first.received - first.consumed
         first.send(cw.Refused())
         first.shutdown_write()
-        seen.after_ne = first.silent_for(self.options.hold, keep=False)
+        seen.after_ne = first.silent_for(self.options.hold, keep=False) - before_ne
         first.close()
         second = self._accept("conn2")
         seen.reconnected = True
