@@ -1100,7 +1100,10 @@ class Client:
             command.started = time.monotonic()
             self._upload = command
             # Full segments only until the frame ends (chatwire.transport.cork says why).
-            command.corked = cork(self._sock, True)
+            try:
+                command.corked = cork(self._sock, True)
+            except OSError as exc:
+                raise self._lost(exc) from None
             self._out = memoryview(head)
             return
         try:
@@ -1125,7 +1128,10 @@ class Client:
         if left == 0:
             self._conn.send(FileEnd())
             if upload.corked:  # the frame's last bytes go now, and nothing after waits
-                cork(self._sock, False)
+                try:
+                    cork(self._sock, False)
+                except OSError as exc:
+                    raise self._lost(exc) from None
             upload.file.close()
             self._upload = None
             self._report_out(upload, final=True)

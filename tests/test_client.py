@@ -607,6 +607,24 @@ def test_an_upload_goes_out_corked_and_the_socket_is_uncorked_when_it_ends(
             client.close()
 
 
+def test_a_socket_error_while_corking_ends_the_connection_as_a_failure(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not an "internal error": a socket that refuses TCP_CORK is a broken connection.
+    def refuse(_sock: socket.socket, _on: bool) -> bool:
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr("chatclient.client.cork", refuse)
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 1000)
+    with connect(server.urls[0], "ana") as ana:
+        future = ana.send_file(path)
+        with pytest.raises(ConnectionLostError):
+            future.result(TIMEOUT)
+        end = next_of(ana, Disconnected)
+        assert end.reason == "the connection failed: [Errno 9] Bad file descriptor", end.reason
+
+
 class _AlarmError(Exception):
     pass
 
