@@ -32,6 +32,7 @@ that it can be copied and sent again later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
@@ -101,6 +102,8 @@ __all__ = ["SIGNAL_QUIT_TIMEOUT", "STYLE", "ChatUI", "CommandCompleter", "run"]
 
 #: Seconds a SIGTERM or SIGHUP leaves for the server to close after ``quit`` before we close.
 SIGNAL_QUIT_TIMEOUT = 1.0
+#: Seconds the terminal UI is given to finish after a SIGHUP's quit, before it is abandoned.
+_HANGUP_GRACE = 0.5
 #: Seconds between redraws of the toolbar while files are moving (rates, "stalled").
 _TICK = 0.5
 
@@ -188,6 +191,7 @@ class ChatUI:
         self._transfers: dict[int, _Transfer] = {}
         self._status: int | None = None  # an exit code decided locally (a second Ctrl-C)
         self._signalled = ""  # the name of a SIGTERM or SIGHUP received
+        self._main: asyncio.Task[int] | None = None  # the task of `run`, cancelled on a hangup
         self._unsent = ""  # the line being typed when the connection ended
 
     # --- Output -----------------------------------------------------------------------------
@@ -249,10 +253,15 @@ class ChatUI:
     async def run(self) -> int:
         """Ask for a nick, log in, chat until /quit or the end of the connection."""
         loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
             return await self._run()
+        except asyncio.CancelledError:
+            if self._signalled != "SIGHUP":
+                raise
+            return ExitCode.OK  # abandoned after a hangup (`_abandon_terminal`): the quit is done
         finally:
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
@@ -280,14 +289,30 @@ class ChatUI:
         if client is not None:
             # quit() blocks (up to the limit): not on the loop, which must keep running.
             threading.Thread(
-                target=client.quit,
-                kwargs={"timeout": SIGNAL_QUIT_TIMEOUT},
+                target=self._quit_on_signal,
+                args=(client, asyncio.get_running_loop()),
                 name="chatclient-ui-signal",
                 daemon=True,
             ).start()
         session = self._session
         if session is not None and session.app.is_running and not session.app.is_done:
             session.app.exit(result="")
+
+    def _quit_on_signal(self, client: Client, loop: asyncio.AbstractEventLoop) -> None:
+        client.quit(timeout=SIGNAL_QUIT_TIMEOUT)
+        if self._signalled == "SIGHUP":
+            with contextlib.suppress(RuntimeError):  # the loop has ended: so has the UI
+                loop.call_soon_threadsafe(loop.call_later, _HANGUP_GRACE, self._abandon_terminal)
+
+    def _abandon_terminal(self) -> None:
+        # Closing the terminal can leave prompt_toolkit finishing its prompt for ever: its
+        # reads fail without ending the input, and it waits for answers (cursor position
+        # reports) no terminal will send; seen as a client spinning at 100 % CPU after its
+        # window closed. The connection has ended by now, so nothing is lost by cancelling:
+        # `_run` still closes the client (removing a partial file), and `run` exits 0.
+        main = self._main
+        if main is not None and not main.done():
+            main.cancel()
 
     async def _log_in(self) -> Client | None:
         session: PromptSession[str] = PromptSession(style=STYLE, color_depth=self._depth)

@@ -260,6 +260,23 @@ class Terminal:
         """Send ``signum`` to the program (SIGHUP is what closing a terminal window sends)."""
         self.child.kill(signum)
 
+    def hang_up(self, timeout: float = 15.0) -> int:
+        """Close the terminal, as closing its window does: the master side of the pty goes, so
+        the kernel sends SIGHUP to the program and its reads and writes on the terminal fail.
+        Returns its exit status."""
+        proc = self.child.ptyproc
+        proc.fileobj.close()  # the master side; pexpect must not touch it afterwards
+        proc.closed = True
+        self.child.closed = True
+        deadline = time.monotonic() + timeout
+        while proc.isalive():  # reaps the child when it has ended
+            if time.monotonic() > deadline:
+                proc.kill(9)
+                raise AssertionError("the program did not exit after its terminal closed")
+            time.sleep(0.05)
+        assert proc.exitstatus is not None, f"killed by signal {proc.signalstatus}"
+        return int(proc.exitstatus)
+
     def wait_exit(self, timeout: float = 15.0) -> int:
         """Wait for the program to end; its exit status."""
         deadline = time.monotonic() + timeout
@@ -274,6 +291,8 @@ class Terminal:
         return "\n".join(f"|{line}" for line in self.screen.history[-20:] + self.screen.lines())
 
     def close(self) -> None:
+        if self.child.closed:
+            return
         if self.child.isalive():
             self.child.terminate(force=True)
         self.child.close()

@@ -419,6 +419,31 @@ def test_a_signal_leaves_promptly_and_removes_the_partial_file(
     assert list(downloads.iterdir()) == []
 
 
+def test_closing_the_terminal_leaves_cleanly_and_removes_the_partial_file(
+    spawn, home: Path
+) -> None:
+    # A real hangup, not only the signal: the terminal is gone, so whatever the client still
+    # writes to it fails, and it must exit 0 having removed the partial download all the same.
+    release = threading.Event()
+
+    def script(peer: FakePeer) -> None:
+        peer.login()
+        peer.send(file_relay("ana", "movie.mkv", b"m" * 500, size=1000))
+        release.wait(TIMEOUT)
+        peer.wait_closed()
+
+    downloads = home / "chatwire-downloads"
+    with FakeServer(script) as fake:
+        try:
+            term = spawn(fake.url, "--nick", "bob")
+            term.wait(lambda s: "↓ movie.mkv 500 B" in s.text(), "the download to start")
+            assert [p.name.endswith(".part") for p in downloads.iterdir()] == [True]
+            assert term.hang_up() == 0
+        finally:
+            release.set()
+    assert list(downloads.iterdir()) == []
+
+
 def test_the_unsent_line_is_shown_when_the_server_goes(spawn) -> None:
     typed = threading.Event()
 
