@@ -607,8 +607,9 @@ class Probe:
             left = deadline - time.monotonic()
             # A file frame that has begun is followed to its end within the wait, so that the
             # report names the whole frame whatever the segments it arrived in; one still
-            # unfinished then (or at the end of the stream) is reported as it stands.
-            if self._file is not None and (left <= 0 or self.eof):
+            # unfinished then is reported as it stands (one the stream ends inside is the
+            # decoder's error, raised by `_check`).
+            if self._file is not None and left <= 0:
                 raise Failed(what, f"{self.label} is receiving {describe(self._file.event)}")
             if self.eof:
                 raise Failed(what, f"the server closed the connection of {self.label}")
