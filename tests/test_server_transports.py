@@ -28,6 +28,7 @@ class Recorder:
 
 
 def pair() -> tuple[Reactor, SocketTransport, socket.socket, Recorder]:
+    """A transport on a Unix socketpair (never corked: `tcp_pair` for TCP)."""
     reactor = Reactor()
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
@@ -358,16 +359,3 @@ def test_an_empty_file_frame_leaves_the_socket_uncorked(tmp_path: Path) -> None:
     assert bytes(received) == b"HEAD"
     theirs.close()
     transport.abort("done")
-
-
-def test_files_go_out_on_unix_sockets_which_have_no_cork(tmp_path: Path) -> None:
-    reactor, transport, theirs, _ = pair()  # a Unix socketpair
-    manager = SpoolManager(str(tmp_path), limit=10 << 20)
-    spool = manager.open(300_000)
-    spool.write(b"f" * 300_000)
-    transport.write_file(b"HEAD", spool)
-    spool.release()
-    assert transport.queued_files == 1
-    received = collect(reactor, theirs)
-    run_until(reactor, lambda: len(received) == 4 + 300_000)
-    assert bytes(received) == b"HEAD" + b"f" * 300_000
