@@ -830,14 +830,17 @@ class Client:
                     left = max(0.0, deadline - time.monotonic())
                     timeout = left if timeout is None else min(timeout, left)
                 ready = selector.select(timeout)
-                if self._close_requested:
-                    raise _End("closed by the client", True)
                 readable = self._read_again
                 for key, events in ready:
                     if key.fileobj is self._wake_r:
                         self._drain_wake()
                     elif events & selectors.EVENT_READ:
                         readable = True
+                # Only after draining: close() sets the flag, then wakes us. Checked before the
+                # drain, a close() landing in between had its wake-up drained unseen, and this
+                # thread slept on while close() waited for it.
+                if self._close_requested:
+                    raise _End("closed by the client", True)
                 if readable:
                     self._read()
                     self._write_needs_read = False

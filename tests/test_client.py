@@ -528,6 +528,27 @@ def test_close_fails_unanswered_requests() -> None:
         assert end.expected and end.reason == "closed by the client"
 
 
+def test_a_close_landing_while_a_wake_up_is_handled_is_not_lost(
+    server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # close() sets a flag, then wakes the I/O thread. Here it lands at the worst moment: after
+    # select() has returned for an earlier wake-up, just before that wake-up is drained. The
+    # thread must still see it (the terminal client's second Ctrl-C once hung on this).
+    client = connect(server.urls[0], "ana")
+    drain = client._drain_wake
+
+    def close_then_drain() -> None:
+        monkeypatch.setattr(client, "_drain_wake", drain)  # only the first time
+        client.close()  # on the I/O thread close() only asks, so this returns at once
+        drain()
+
+    monkeypatch.setattr(client, "_drain_wake", close_then_drain)
+    client.send_text("a wake-up the server answers with nothing")
+    assert client.wait_closed(TIMEOUT), "the I/O thread slept through close()"
+    end = next_of(client, Disconnected)
+    assert end.expected and end.reason == "closed by the client"
+
+
 def test_quit_gives_up_on_a_server_that_never_closes() -> None:
     def script(peer: FakePeer) -> None:
         peer.login()
