@@ -1,8 +1,8 @@
 """Server benchmark: chatserver (and the IRC servers ngIRCd and InspIRCd, where installed) under
 the same C load generator, side by side in one run. A benchmark, not a test: it prints figures.
 
-    .venv/bin/python bench/bench_server.py                 # full matrix, 3 repetitions (~15 min)
-    .venv/bin/python bench/bench_server.py --quick         # 1 repetition, short runs (~3 min)
+    .venv/bin/python bench/bench_server.py                 # full matrix, 3 repetitions (~20 min)
+    .venv/bin/python bench/bench_server.py --quick         # 1 repetition, short runs (~2 min)
     .venv/bin/python bench/bench_server.py --only fanout,connect --peers chatserver,inspircd
 
 It builds bench/loadgen/loadgen.c with ``cc -O2`` into bench-results/bin/, starts a fresh server
@@ -40,7 +40,7 @@ OUT_ROOT = ROOT / "bench-results"
 LOADGEN_SRC = HERE / "loadgen" / "loadgen.c"
 PEER_CONF = HERE / "peers"
 
-WORKLOADS = ("tcp", "fanout", "connect", "file", "filechat")
+WORKLOADS = ("tcp", "fanout", "connect", "file", "filechat", "slow")
 PEERS = ("chatserver", "ngircd", "inspircd")
 GIB = 1 << 30
 MIB = 1 << 20
@@ -69,6 +69,12 @@ class Matrix:
     filechat_receivers: int = 10
     filechat_chatters: int = 4
     filechat_rate: float = 50.0
+    # fan-out at full load with some clients that stop reading: N, S, stuck (issue 7: "the
+    # slow-consumer and memory bounds still hold at full load")
+    slow: tuple[int, int, int] = (1000, 10, 10)
+    # not shortened by --quick: a stuck client overflows after ~5 s (the SendQ and both sides'
+    # socket buffers fill at ~1.7 MB/s per client at full load)
+    slow_secs: float = 10.0
     tcp_bytes: int = 2 * GIB
 
     @classmethod
@@ -346,6 +352,15 @@ class Server:
         trim(self.log, 1 << 20)
 
 
+def count_lines(path: Path, text: str) -> int:
+    """Lines of a server log that contain ``text``."""
+    try:
+        with path.open(errors="replace") as f:
+            return sum(text in line for line in f)
+    except OSError:
+        return 0
+
+
 def trim(path: Path, keep: int) -> None:
     """Keep the last `keep` bytes of a log (an IRC server logs every write error)."""
     try:
@@ -423,7 +438,10 @@ class Bench:
             server.stop()
         if rec is None:
             return None
-        rec.update(peer=peer.name, config=config, rep=rep, server_alive_at_end=alive)
+        # the benchmark's workload name ("slow" is the load generator's fanout with --stuck)
+        rec.update(workload=workload, peer=peer.name, config=config, rep=rep)
+        rec["server_alive_at_end"] = alive
+        rec["server_log_sendq"] = count_lines(server.log, "SendQ exceeded")
         if not alive:
             self.say(f"!! {peer.name} was gone at the end of the run (log: {server.log})")
         self.keep(rec)
@@ -479,6 +497,18 @@ class Bench:
                         rec = self.one(peer, "file", config=config, rep=rep, args=args, timeout=420)
                         if rec is not None and stream and stream.get("bytes_per_s"):
                             rec["paired_tcp_Bps"] = stream["bytes_per_s"]
+        if "slow" in self.only:
+            n, s, k = m.slow
+            self.say(f"## fan-out with {k} clients that stop reading")
+            for rep in range(1, m.reps + 1):
+                for peer in chat_peers:
+                    args = ["-w", "fanout", "-N", str(n), "-S", str(s), "-W", str(m.window)]
+                    args += ["-s", str(m.payload), "-D", str(m.slow_secs)]
+                    args += ["--lat-every", str(m.lat_every), "--stuck", str(k)]
+                    timeout = m.slow_secs + 240
+                    self.one(
+                        peer, "slow", config=f"{n}:{s}:{k}", rep=rep, args=args, timeout=timeout
+                    )
         if "filechat" in self.only:
             self.say("## file relay with chat")
             for rep in range(1, m.reps + 1):
@@ -550,6 +580,9 @@ def total(recs: list[Record], key: str) -> str:
     return str(sum(vals)) if recs else "-"
 
 
+# What one client that stops reading may cost chatserver (docs/reliability.md, "Resource
+# bounds"): its SendQ (default --sendq, 4 MiB) plus 300 KiB of heads, a read and objects.
+PER_CLIENT_MIB = 4 + 300 / 1024
 SATURATED = 0.9  # load generator CPU (cores) from which a figure is a lower bound
 
 
@@ -714,6 +747,37 @@ def render_table(
                     f"| {cpu_cell(rs, 'server_cpu_util')} | {cpu_cell(rs, 'loadgen_cpu_util')} |"
                 )
         add("")
+    slow = pick(results, workload="slow")
+    if slow:
+        n, s, k = m.slow
+        add(f"## Fan-out at full load, {k} clients stop reading once logged in ({m.slow_secs:g} s)")
+        add("")
+        add(
+            "Everyone else must get everything (lost, out of order: at the readers); each stuck "
+            "client must be dropped by the server (read at the end until its stream ends). RSS: "
+            "the server's before the run and its peak (VmHWM) over its life."
+        )
+        add("")
+        add(
+            "| N:S:stuck | server | deliveries/s | p99 ms | lost | out of order | stuck dropped "
+            "| SendQ lines in log | RSS before (MB) | peak RSS (MB) | server CPU | loadgen CPU |"
+        )
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for p in peers:
+            rs = pick(slow, peer=p)
+            if not rs:
+                continue
+            dropped = sum(int(r.get("stuck_dropped") or 0) for r in rs)
+            add(
+                f"| {n}:{s}:{k} | {p} | {cell(values(rs, 'deliveries_per_s'), 0)} "
+                f"| {cell(values(rs, 'lat_p99_us', 1e-3), 1)} | {total(rs, 'lost')} "
+                f"| {total(rs, 'out_of_order')} | {dropped} of {k * len(rs)} "
+                f"| {total(rs, 'server_log_sendq')} "
+                f"| {cell(values(rs, 'server_rss_before_kb', 1 / 1024), 1)} "
+                f"| {cell(values(rs, 'server_hwm_kb', 1 / 1024), 1)} "
+                f"| {cpu_cell(rs, 'server_cpu_util')} | {cpu_cell(rs, 'loadgen_cpu_util')} |"
+            )
+        add("")
     fc = pick(results, workload="filechat")
     if fc:
         add(
@@ -815,6 +879,28 @@ def render_targets(results: list[Record], m: Matrix, me: str) -> list[str]:
     rows.append(
         (
             "during the relay, chat waits only for the receiver's own file (p99 < 50 ms beyond it)",
+            got,
+            verdict(ok),
+        )
+    )
+    n, s, k = m.slow
+    slow = pick(results, workload="slow", peer=me)
+    ok, got = None, "-"
+    if slow:
+        dropped = sum(int(r.get("stuck_dropped") or 0) for r in slow)
+        lost = sum(int(r.get("lost") or 0) + int(r.get("out_of_order") or 0) for r in slow)
+        growth = [
+            (float(r["server_hwm_kb"]) - float(r["server_rss_before_kb"])) / 1024
+            for r in slow
+            if r.get("server_hwm_kb") and r.get("server_rss_before_kb")
+        ]
+        worst = max(growth) if growth else float("nan")
+        ok = dropped == k * len(slow) and lost == 0 and worst < k * PER_CLIENT_MIB
+        got = f"{dropped} of {k * len(slow)} dropped, lost {lost}, peak RSS +{worst:.1f} MiB"
+    rows.append(
+        (
+            f"fan-out {n}:{s} with {k} clients that stop reading: each dropped, nothing lost for "
+            f"the rest, peak RSS growth < {k} x (4 MiB SendQ + 300 KiB)",
             got,
             verdict(ok),
         )

@@ -30,6 +30,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -69,14 +70,14 @@ enum { CS_IDLE, CS_CONNECTING, CS_LOGIN, CS_READY, CS_CLOSED };
 
 static struct {
     int workload, proto, port, server_pid;
-    int N, S, W, P, K, R, verify, lat_every;
+    int N, S, W, P, K, R, verify, lat_every, stuck;
     double D, rate, setup_timeout, hold, settle, drain_quiet, drain_max;
     double file_timeout, stall, chat_before, chat_after;
     uint64_t F, tcp_bytes;
     const char *label, *room, *prefix;
 } O = {
     .workload = W_FANOUT, .proto = P_CHATWIRE, .port = 1234, .server_pid = 0,
-    .N = 100, .S = 10, .W = 64, .P = 100, .K = 10, .R = 1, .verify = V_FULL, .lat_every = 1,
+    .N = 100, .S = 10, .W = 64, .P = 100, .K = 10, .R = 1, .verify = V_FULL, .lat_every = 1, .stuck = 0,
     .D = 10, .rate = 0, .setup_timeout = 120, .hold = 1, .settle = 0.3, .drain_quiet = 3,
     .drain_max = 30, .file_timeout = 300, .stall = 30, .chat_before = 2, .chat_after = 2,
     .F = 256ull << 20, .tcp_bytes = 2ull << 30, .label = "", .room = "#bench", .prefix = "lg",
@@ -1146,18 +1147,61 @@ static void setup_chat(int nsend, int base, int probe)
 
 /* ------------------------------------------------------------------ workloads */
 
+/* --stuck: after the run, read what the server still had for each stuck client and wait for the
+   end of its stream: an end (or a reset) within `max` seconds means the server dropped it. A
+   server that kept it leaves it open once its queue is read. Bytes are discarded unread. */
+static int drain_stuck(int first, int k, double max, uint64_t *bytes)
+{
+    struct pollfd *pf = calloc((size_t)k, sizeof *pf);
+    if (!pf) {
+        perror("calloc");
+        exit(3);
+    }
+    for (int i = 0; i < k; i++) pf[i] = (struct pollfd){.fd = G.c[first + i].fd, .events = POLLIN};
+    int dropped = 0, open = k;
+    uint64_t deadline = now_ns() + (uint64_t)(max * 1e9);
+    while (open && now_ns() < deadline) {
+        if (poll(pf, (nfds_t)k, 50) < 0 && errno != EINTR) break;
+        for (int i = 0; i < k; i++) {
+            if (pf[i].fd < 0 || !pf[i].revents) continue;
+            ssize_t n;
+            while ((n = recv(pf[i].fd, G.rbuf, 64u << 20, MSG_TRUNC | MSG_DONTWAIT)) > 0) *bytes += (uint64_t)n;
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                conn *c = &G.c[first + i];
+                close(c->fd);
+                c->fd = -1;
+                c->st = CS_CLOSED;
+                pf[i].fd = -1;
+                dropped++;
+                open--;
+            }
+        }
+    }
+    free(pf);
+    return dropped;
+}
+
 static int run_fanout(void)
 {
     if (O.S < 1 || O.S >= O.N) {
         fprintf(stderr, "fanout needs 1 <= S < N\n");
         return 2;
     }
+    if (O.stuck < 0 || O.S + O.stuck > O.N - 1) {
+        fprintf(stderr, "fanout needs 0 <= stuck <= N - 1 - S (senders, stuck clients and the probe are distinct)\n");
+        return 2;
+    }
+    int stuck0 = O.N - 1 - O.stuck; /* clients stuck0 .. N-2 stop reading once logged in */
+    int readers = O.N - 1 - O.stuck; /* who receives each message (not its sender, not the stuck) */
     setup_clients(O.N);
     setup_chat(O.S, 0, O.N - 1);
     uint64_t t_setup0 = now_ns();
     int rc = connect_all(O.N, O.setup_timeout);
     double setup_s = secs(now_ns() - t_setup0);
     if (rc == 0) settle(O.settle, 30);
+    /* The stuck clients are never read again (until drain_stuck): the server must drop each one
+       when its SendQ overflows, while everyone else is served in full. */
+    for (int i = stuck0; rc == 0 && i < O.N - 1; i++) epoll_ctl(G.ep, EPOLL_CTL_DEL, G.c[i].fd, NULL);
     long rss0, rss1, hwm1;
     server_mem_kb(&rss0, NULL);
     cpu_snap a = snap();
@@ -1179,7 +1223,7 @@ static int run_fanout(void)
         } else {
             uint64_t exp = 0;
             for (int s = 0; s < O.S; s++) exp += G.sent[s];
-            exp *= (uint64_t)(O.N - 1);
+            exp *= (uint64_t)readers;
             if (G.delivered >= exp) break;
             if (secs(now - G.t_last_deliv) > O.drain_quiet || secs(now - t_stop) > O.drain_max) break;
         }
@@ -1193,30 +1237,39 @@ static int run_fanout(void)
     server_mem_kb(&rss1, &hwm1);
     uint64_t sent = 0;
     for (int s = 0; s < O.S; s++) sent += G.sent[s];
-    uint64_t expected = sent * (uint64_t)(O.N - 1);
+    uint64_t expected = sent * (uint64_t)readers;
     uint64_t lost = expected > G.delivered ? expected - G.delivered : 0;
     double el = secs(G.t_last_deliv - t0);
-    int ok = rc == 0 && lost == 0 && G.ooo == 0 && G.bad == 0 && G.disconnects == 0 && sent > 0;
+    uint64_t stuck_bytes = 0;
+    int stuck_dropped = rc == 0 && O.stuck ? drain_stuck(stuck0, O.stuck, 10, &stuck_bytes) : 0;
+    int ok = rc == 0 && lost == 0 && G.ooo == 0 && G.bad == 0 && G.disconnects == 0 && sent > 0 &&
+             stuck_dropped == O.stuck;
     static char j[8192];
     int k = json_head(j, sizeof j, "fanout", ok);
     k += snprintf(j + k, sizeof j - (size_t)k,
                   ",\"N\":%d,\"S\":%d,\"W\":%d,\"P\":%d,\"D_s\":%.2f,\"setup_s\":%.3f,\"sent\":%" PRIu64
                   ",\"expected\":%" PRIu64 ",\"delivered\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"out_of_order\":%" PRIu64
                   ",\"bad_payload\":%" PRIu64 ",\"self_echo\":%" PRIu64 ",\"notices\":%" PRIu64
-                  ",\"disconnects\":%d,\"elapsed_s\":%.4f,\"deliveries_per_s\":%.1f,\"sends_per_s\":%.1f,",
+                  ",\"disconnects\":%d,\"elapsed_s\":%.4f,\"deliveries_per_s\":%.1f,\"sends_per_s\":%.1f,"
+                  "\"stuck\":%d,\"stuck_dropped\":%d,\"stuck_drained_bytes\":%" PRIu64 ",",
                   O.N, O.S, O.W, O.P, O.D, setup_s, sent, expected, G.delivered, lost, G.ooo, G.bad, G.self_echo,
-                  G.notices, G.disconnects, el, el > 0 ? (double)G.delivered / el : 0, el > 0 ? (double)sent / el : 0);
+                  G.notices, G.disconnects, el, el > 0 ? (double)G.delivered / el : 0, el > 0 ? (double)sent / el : 0,
+                  O.stuck, stuck_dropped, stuck_bytes);
     k += hist_json(j + k, sizeof j - (size_t)k, "lat", &G.lat);
     k += snprintf(j + k, sizeof j - (size_t)k, ",\"server_rss_before_kb\":%ld,\"server_rss_after_kb\":%ld,\"server_hwm_kb\":%ld,",
                   rss0, rss1, hwm1);
     k += cpu_json(j + k, sizeof j - (size_t)k, a, b);
     printf("%s}\n", j);
+    char stuck_txt[96] = "";
+    if (O.stuck)
+        snprintf(stuck_txt, sizeof stuck_txt, "; stuck %d, dropped by the server %d (%.1f MB left for them)", O.stuck,
+                 stuck_dropped, (double)stuck_bytes / 1e6);
     fprintf(stderr,
             "== fanout %s N=%d S=%d W=%d: %.0f deliveries/s, lost %" PRIu64 ", ooo %" PRIu64
-            ", p50 %.2f ms p99 %.2f ms max %.2f ms; cpu server %.2f loadgen %.2f of %.2f s%s%s\n",
+            ", p50 %.2f ms p99 %.2f ms max %.2f ms; cpu server %.2f loadgen %.2f of %.2f s%s%s%s\n",
             proto_name(), O.N, O.S, O.W, el > 0 ? (double)G.delivered / el : 0, lost, G.ooo,
             (double)hist_pct(&G.lat, .5) / 1e6, (double)hist_pct(&G.lat, .99) / 1e6, (double)G.lat.max / 1e6,
-            b.server - a.server, b.self - a.self, secs(b.t - a.t), G.err[0] ? "; " : "", G.err);
+            b.server - a.server, b.self - a.self, secs(b.t - a.t), stuck_txt, G.err[0] ? "; " : "", G.err);
     close_all();
     return ok ? 0 : 1;
 }
@@ -1607,6 +1660,9 @@ static void usage(void)
             "  -F size              file: bytes (K/M/G suffix), default 256M\n"
             "  -R r                 file: receivers (client 0 sends), default 1\n"
             "  --rate r             filechat: messages/s per chatter, open loop (default 50)\n"
+            "  --stuck k            fanout: k clients (the last before the probe) stop reading once logged\n"
+            "                       in; the server must drop them (at the end each is read until its\n"
+            "                       stream ends, 10 s at most); everyone else must get everything\n"
             "  --lat-every k        fanout: latency at every k-th receiver and the probe (default 1:\n"
             "                       all); order and count are checked at every receiver regardless\n"
             "  --verify full|sample|none   file bodies: check every byte, or %llu KiB every %llu MiB\n"
@@ -1659,6 +1715,7 @@ int main(int argc, char **argv)
         else if (ARG("-F")) O.F = parse_size(v);
         else if (ARG("-R")) O.R = atoi(v);
         else if (ARG("--rate")) O.rate = atof(v);
+        else if (ARG("--stuck")) O.stuck = atoi(v);
         else if (ARG("--lat-every")) O.lat_every = atoi(v) > 0 ? atoi(v) : 1;
         else if (ARG("--verify")) O.verify = !strcmp(v, "full") ? V_FULL : !strcmp(v, "sample") ? V_SAMPLE : V_NONE;
         else if (ARG("--room")) O.room = v;
