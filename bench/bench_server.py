@@ -816,8 +816,11 @@ def render_table(
     if failed:
         add("## Runs that did not complete cleanly")
         add("")
-        for r in failed:
-            add(f"- {r.get('peer')} {r.get('workload')} {r.get('config')}: {r.get('error') or '?'}")
+        for run in failed:
+            add(
+                f"- {run.get('peer')} {run.get('workload')} {run.get('config')}: "
+                f"{run.get('error') or '?'}"
+            )
         add("")
     return "\n".join(lines)
 
@@ -838,7 +841,10 @@ def render_targets(results: list[Record], m: Matrix, me: str) -> list[str]:
         ok = None
         if a is not None and b is not None and la is not None and lb is not None:
             ok = a >= b and la <= lb and lost == 0
-        got = "-" if a is None else f"{fmt_num(a, 0)}/s, p99 {la / 1e3:.1f} ms, lost {lost}"
+        got = "-"
+        if a is not None:
+            p99 = "-" if la is None else f"{la / 1e3:.1f} ms"
+            got = f"{fmt_num(a, 0)}/s, p99 {p99}, lost {lost}"
         rows.append((f"fan-out {n}:{s} >= InspIRCd, p99 no worse, nothing lost", got, verdict(ok)))
     big = pick(results, workload="connect", peer=me, config="10000")
     t, rss = med(values(big, "time_s")), med(values(big, "server_rss_kb"))
