@@ -16,19 +16,58 @@ space stays reserved until then, so the limit holds exactly.
 size when its ``<file_size>`` header arrives (spec 7.4), so the limit can never be overrun; an
 optional quota bounds what the uploads of one owner (a client address) may hold at once, so one
 address cannot take the whole spool. No sockets here.
+
+Where the spool directory's file system reserves blocks without writing them (ext4, XFS,
+Btrfs), the disk space is reserved too, with ``fallocate`` when the header arrives: a full disk
+then refuses the file at once (with a notice saying why), instead of ending the upload half-way,
+and the upload's writes skip the file system's per-block reservation. Measured on loopback with
+1 GiB files (bench/bench_server.py --compare, seven alternating runs): uploads 0.43 s against
+0.64, one receiver 0.76 s against 0.96, ten 2.57 s against 2.84. A reservation costs about 2 ms
+per GiB on ext4. Elsewhere nothing is reserved: on tmpfs ``fallocate`` allocates and zeroes
+every page at once, and glibc emulates it by writing where a file system lacks it, both of which
+would stall the reactor.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections import deque
 from collections.abc import Callable
 from typing import IO
 
-__all__ = ["FREE_STEP", "Spool", "SpoolError", "SpoolManager"]
+__all__ = ["FREE_STEP", "Spool", "SpoolError", "SpoolManager", "filesystem_type"]
 
 FREE_STEP = 32 << 20  # bytes of a released spool freed per reactor pass (a few ms of kernel work)
+
+# File systems whose fallocate(2) reserves blocks without writing or touching pages (see above).
+RESERVING_FILESYSTEMS = frozenset({"ext4", "xfs", "btrfs"})
+
+
+def filesystem_type(path: str, mountinfo: str | None = None) -> str:
+    """The type of the file system holding ``path`` ("ext4", "tmpfs", ...), read from
+    ``/proc/self/mountinfo`` (or the text ``mountinfo``); "" where that cannot be told."""
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+                mountinfo = f.read()
+        except OSError:  # not Linux, or no /proc
+            return ""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for line in mountinfo.splitlines():
+        # "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw": the mount point is
+        # the fifth field (spaces escaped as \040), the type the first after " - ".
+        head, dash, tail = line.partition(" - ")
+        fields = head.split()
+        if not dash or len(fields) < 5 or not tail.split():
+            continue
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):  # the deepest; of stacked mounts, the last
+            best, kind = mount, tail.split()[0]
+    return kind
 
 
 class SpoolError(Exception):
@@ -103,6 +142,8 @@ class SpoolManager:
         self._owners: dict[str, int] = {}  # owner -> bytes reserved by its open spools
         if not os.path.isdir(self.directory):
             raise SpoolError(f"spool directory {self.directory!r} does not exist")
+        #: Whether each spool's disk space is reserved when it is opened (see the module's doc).
+        self.reserves_space = filesystem_type(self.directory) in RESERVING_FILESYSTEMS
 
     def open(self, size: int, owner: str = "") -> Spool:
         """A new spool for a file of ``size`` bytes uploaded by ``owner``, its space reserved.
@@ -126,6 +167,14 @@ class SpoolManager:
             file = tempfile.TemporaryFile(dir=self.directory, prefix="chatwire-spool-")  # noqa: SIM115
         except OSError as exc:
             raise SpoolError(f"cannot create a spool file in {self.directory!r}: {exc}") from exc
+        if self.reserves_space and size:
+            try:
+                os.posix_fallocate(file.fileno(), 0, size)
+            except OSError as exc:  # a full disk: refused now, not half-way through the upload
+                file.close()
+                raise SpoolError(
+                    f"no room for {size} bytes in {self.directory!r}: {exc.strerror or exc}"
+                ) from exc
         self.used += size
         self.open_spools += 1
         self._owners[owner] = held + size

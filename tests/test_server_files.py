@@ -37,6 +37,72 @@ def test_the_space_limit_is_reserved_up_front(tmp_path: Path) -> None:
     assert manager.used == 0
 
 
+MOUNTINFO = "\n".join(
+    [
+        "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw",
+        "23 22 0:21 / /tmp rw,nosuid shared:2 - tmpfs tmpfs rw,size=100k",
+        "24 22 0:22 / /mnt/with\\040space rw - xfs /dev/vdb rw",
+        "25 23 0:23 / /tmp/deep rw - btrfs /dev/vdc rw",
+        "26 23 0:24 / /tmp/deep rw - tmpfs tmpfs rw",
+        "not a mountinfo line",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/", "ext4"),
+        ("/tmp", "tmpfs"),
+        ("/tmp/spool", "tmpfs"),
+        ("/tmpfoo", "ext4"),  # a prefix of the text is not a parent directory
+        ("/mnt/with space/x", "xfs"),  # mountinfo escapes the space
+        ("/tmp/deep/x", "tmpfs"),  # of two mounts on one point, the later covers the other
+    ],
+)
+def test_the_file_system_of_a_path_is_read_from_mountinfo(path: str, kind: str) -> None:
+    assert files.filesystem_type(path, MOUNTINFO) == kind
+
+
+def test_the_file_system_of_a_real_directory_is_known(tmp_path: Path) -> None:
+    # The spool directory's own type, from this process's /proc/self/mountinfo (Linux).
+    assert files.filesystem_type(str(tmp_path)) != ""
+    assert files.filesystem_type(str(tmp_path), "") == ""  # nothing known: nothing reserved
+
+
+@pytest.mark.parametrize(("kind", "reserved"), [("ext4", True), ("tmpfs", False), ("", False)])
+def test_disk_space_is_reserved_only_where_that_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, reserved: bool
+) -> None:
+    # On tmpfs, fallocate would allocate and zero every page at once on the reactor.
+    monkeypatch.setattr(files, "filesystem_type", lambda path: kind)
+    manager = SpoolManager(str(tmp_path), limit=4 << 20)
+    assert manager.reserves_space is reserved
+    spool = manager.open(1 << 20)
+    blocks = os.fstat(spool.fd).st_blocks * 512
+    assert blocks >= 1 << 20 if reserved else blocks == 0
+    spool.write(b"x" * 10)
+    assert os.pread(spool.fd, 10, 0) == b"x" * 10  # written from the start all the same
+    spool.release()
+    assert manager.used == 0
+
+
+def test_a_disk_that_cannot_hold_the_file_refuses_it_when_it_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files, "filesystem_type", lambda path: "ext4")
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    manager = SpoolManager(str(tmp_path), limit=100)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(SpoolError, match=r"no room for 50 bytes in .*: No space left on device"):
+        manager.open(50)
+    assert manager.used == 0 and manager.open_spools == 0
+    assert len(os.listdir("/proc/self/fd")) == before  # the file was closed
+
+
 def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="does not exist"):
         SpoolManager(str(tmp_path / "nope"), limit=1)
