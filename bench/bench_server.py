@@ -767,11 +767,10 @@ def render_table(
             rs = pick(slow, peer=p)
             if not rs:
                 continue
-            dropped = sum(int(r.get("stuck_dropped") or 0) for r in rs)
             add(
                 f"| {n}:{s}:{k} | {p} | {cell(values(rs, 'deliveries_per_s'), 0)} "
                 f"| {cell(values(rs, 'lat_p99_us', 1e-3), 1)} | {total(rs, 'lost')} "
-                f"| {total(rs, 'out_of_order')} | {dropped} of {k * len(rs)} "
+                f"| {total(rs, 'out_of_order')} | {total(rs, 'stuck_dropped')} of {k * len(rs)} "
                 f"| {total(rs, 'server_log_sendq')} "
                 f"| {cell(values(rs, 'server_rss_before_kb', 1 / 1024), 1)} "
                 f"| {cell(values(rs, 'server_hwm_kb', 1 / 1024), 1)} "
