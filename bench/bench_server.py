@@ -484,6 +484,7 @@ class Bench:
                 # rest in the kernel, so that reading 10 GiB is not the load generator's limit.
                 # Content is checked byte for byte by the test suite (sha256 of relayed files).
                 verify = "none" if r == 1 else "sample"
+                config = f"{m.file_size >> 20}MiB:{r}"
                 for rep in range(1, m.reps + 1):
                     for peer in chat_peers:
                         # The loopback stream varies by 1.5x between minutes here: each relay is
@@ -493,10 +494,21 @@ class Bench:
                         )
                         args = ["-w", "file", "-F", str(m.file_size), "-R", str(r)]
                         args += ["--verify", verify, "--file-timeout", "300", "--stall", "30"]
-                        config = f"{m.file_size >> 20}MiB:{r}"
                         rec = self.one(peer, "file", config=config, rep=rep, args=args, timeout=420)
                         if rec is not None and stream and stream.get("bytes_per_s"):
                             rec["paired_tcp_Bps"] = stream["bytes_per_s"]
+                    # The machine's own ceiling for the same relay, paired with the same kind of
+                    # stream (bench/README.md, "bare relay").
+                    stream = self.loadgen_run(["-w", "tcp", "--tcp-bytes", str(m.file_size)], 120)
+                    args = ["-w", "relay", "-F", str(m.file_size), "-R", str(r), "--verify", verify]
+                    rec = self.loadgen_run(args, 420)
+                    if rec is not None:
+                        rec.update(workload="file", peer=BARE_RELAY, config=config, rep=rep)
+                        rec["server_cpu_util"] = rec.get("relay_cpu_util")
+                        rec["loadgen_cpu_util"] = rec.get("readers_cpu_util")
+                        if stream and stream.get("bytes_per_s"):
+                            rec["paired_tcp_Bps"] = stream["bytes_per_s"]
+                        self.keep(rec)
         if "slow" in self.only:
             n, s, k = m.slow
             self.say(f"## fan-out with {k} clients that stop reading")
@@ -584,6 +596,9 @@ def total(recs: list[Record], key: str) -> str:
 # bounds"): its SendQ (default --sendq, 4 MiB) plus 300 KiB of heads, a read and objects.
 PER_CLIENT_MIB = 4 + 300 / 1024
 SATURATED = 0.9  # load generator CPU (cores) from which a figure is a lower bound
+# The file table's row for `loadgen -w relay`: one C thread that splices the upload into a
+# spool and sendfiles it to the receivers, no protocol (the file relay's ceiling on this machine)
+BARE_RELAY = "bare C relay"
 
 
 def cpu_cell(recs: list[Record], key: str) -> str:
@@ -621,6 +636,15 @@ def file_ratios(runs: list[Record], receivers: int, size: int, rate: float | Non
         elif rec.get("aggregate_Bps"):
             out.append(float(rec["aggregate_Bps"]) / float(stream))
     return out
+
+
+def bare_relay(results: list[Record], m: Matrix, receivers: int, rate: float | None) -> str:
+    """The bare C relay's figure for the same target, to put beside chatserver's."""
+    runs = pick(
+        results, workload="file", peer=BARE_RELAY, config=f"{m.file_size >> 20}MiB:{receivers}"
+    )
+    ratio = med(file_ratios(runs, receivers, m.file_size, rate))
+    return "" if ratio is None else f" (the {BARE_RELAY}: {ratio:.2f} x)"
 
 
 def render_table(
@@ -858,11 +882,11 @@ def render_targets(results: list[Record], m: Matrix, me: str) -> list[str]:
     ten = pick(results, workload="file", peer=me, config=f"{m.file_size >> 20}MiB:10")
     t1 = med(file_ratios(one, 1, m.file_size, rate))
     ok = None if t1 is None else t1 <= 2.2
-    got = "-" if t1 is None else f"{t1:.2f} x"
+    got = "-" if t1 is None else f"{t1:.2f} x" + bare_relay(results, m, 1, rate)
     rows.append((f"{size} to 1 receiver within 2.2 x one stream's time", got, verdict(ok)))
     agg = med(file_ratios(ten, 10, m.file_size, rate))
     ok = None if agg is None else agg >= 2
-    got = "-" if agg is None else f"{agg:.2f} x"
+    got = "-" if agg is None else f"{agg:.2f} x" + bare_relay(results, m, 10, rate)
     rows.append((f"{size} to 10 receivers >= 2 x one stream's rate", got, verdict(ok)))
     growth = values(one + ten, "server_rss_growth_kb", 1 / 1024)
     ok = None if not growth else max(growth) < 32

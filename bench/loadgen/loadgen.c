@@ -39,7 +39,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -62,7 +64,7 @@
 #define FILE_NAME "bench.bin"
 
 enum { P_CHATWIRE, P_IRC };
-enum { W_FANOUT, W_CONNECT, W_FILE, W_FILECHAT, W_TCP };
+enum { W_FANOUT, W_CONNECT, W_FILE, W_FILECHAT, W_TCP, W_RELAY };
 enum { V_NONE, V_SAMPLE, V_FULL };
 enum { CS_IDLE, CS_CONNECTING, CS_LOGIN, CS_READY, CS_CLOSED };
 
@@ -74,13 +76,14 @@ static struct {
     double D, rate, setup_timeout, hold, settle, drain_quiet, drain_max;
     double file_timeout, stall, chat_before, chat_after;
     uint64_t F, tcp_bytes;
-    const char *label, *room, *prefix;
+    const char *label, *room, *prefix, *spool_dir, *cc;
 } O = {
     .workload = W_FANOUT, .proto = P_CHATWIRE, .port = 1234, .server_pid = 0,
     .N = 100, .S = 10, .W = 64, .P = 100, .K = 10, .R = 1, .verify = V_FULL, .lat_every = 1, .stuck = 0,
     .D = 10, .rate = 0, .setup_timeout = 120, .hold = 1, .settle = 0.3, .drain_quiet = 3,
     .drain_max = 30, .file_timeout = 300, .stall = 30, .chat_before = 2, .chat_after = 2,
     .F = 256ull << 20, .tcp_bytes = 2ull << 30, .label = "", .room = "#bench", .prefix = "lg",
+    .spool_dir = "/tmp", .cc = NULL,
 };
 
 /* ------------------------------------------------------------------ time, /proc, rusage */
@@ -1503,6 +1506,8 @@ static int run_file(int with_chat)
     return ok ? 0 : 1;
 }
 
+static void set_cc(int fd);
+
 /* one loopback TCP stream: a forked writer, this process reads (1 MiB recv, like the receivers) */
 static int run_tcp(void)
 {
@@ -1520,7 +1525,9 @@ static int run_tcp(void)
     pid_t pid = fork();
     if (pid == 0) {
         int s = socket(AF_INET, SOCK_STREAM, 0);
-        if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) _exit(1);
+        if (s < 0) _exit(1);
+        set_cc(s);
+        if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) _exit(1);
         uint64_t left = O.tcp_bytes;
         while (left) {
             size_t len = left < RBUF_SIZE ? (size_t)left : RBUF_SIZE;
@@ -1539,6 +1546,7 @@ static int run_tcp(void)
         perror("accept");
         return 3;
     }
+    set_cc(fd);
     double c0 = self_cpu_s();
     uint64_t t0 = now_ns(), got = 0;
     while (got < O.tcp_bytes) {
@@ -1566,6 +1574,242 @@ static int run_tcp(void)
            sysconf(_SC_NPROCESSORS_ONLN));
     fprintf(stderr, "== tcp: %.2f GB/s over %.2f GiB (reader cpu %.2f s, writer %.2f s)\n",
             el > 0 ? (double)got / el / 1e9 : 0, (double)got / (1 << 30), c1 - c0, wcpu);
+    return ok ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ the bare relay (-w relay) */
+
+/* What one thread with no protocol at all achieves on this machine for issue 7's file relay,
+   the way nullfan of ../shared/perf marks the fan-out ceiling: a forked writer streams F bytes to
+   this process, which splices them into a spool file (socket -> pipe -> file, the space reserved
+   first on ext4/XFS/Btrfs, as chatserver does), then sends the spool with sendfile to R sockets
+   (non-blocking, corked, at most 1 MiB per socket per epoll pass, as chatserver does) whose other
+   ends a second forked process reads with one thread and epoll, the way the file workload's
+   receivers read (--verify sample: discarded in the kernel; otherwise into a 1 MiB buffer).
+   Time: the writer's first byte to the last receiver's last byte, as for the file workload. */
+
+static void set_cc(int fd)
+{
+    if (O.cc && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, O.cc, (socklen_t)strlen(O.cc)) < 0) {
+        perror("TCP_CONGESTION");
+        _exit(3);
+    }
+}
+
+static double child_cpu_s(pid_t pid)
+{
+    int status = 0;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) < 0) return -1;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* the receivers: R connections, read until each has F bytes, then report the time on `out` */
+static void relay_receivers(const struct sockaddr_in *a, int out)
+{
+    int ep = epoll_create1(0), fds[O.R];
+    uint64_t got[O.R];
+    uint8_t *buf = malloc(RBUF_SIZE);
+    if (ep < 0 || !buf) _exit(3);
+    for (int i = 0; i < O.R; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        got[i] = 0;
+        if (fds[i] < 0) _exit(3);
+        set_cc(fds[i]);
+        if (connect(fds[i], (const struct sockaddr *)a, sizeof *a) < 0) _exit(3);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0) _exit(3);
+    }
+    int left = O.R;
+    while (left) {
+        struct epoll_event evs[64];
+        int n = epoll_wait(ep, evs, 64, 30000);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) continue;
+            _exit(4); /* 30 s without a byte */
+        }
+        for (int k = 0; k < n; k++) {
+            int i = (int)evs[k].data.u32;
+            uint64_t want = O.F - got[i];
+            ssize_t m = O.verify == V_SAMPLE
+                            ? recv(fds[i], buf, want < (64u << 20) ? (size_t)want : (64u << 20), MSG_TRUNC | MSG_DONTWAIT)
+                            : recv(fds[i], buf, want < RBUF_SIZE ? (size_t)want : RBUF_SIZE, MSG_DONTWAIT);
+            if (m <= 0) {
+                if (m < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+                _exit(5);
+            }
+            got[i] += (uint64_t)m;
+            if (got[i] == O.F) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+                left--;
+            }
+        }
+    }
+    uint64_t t = now_ns();
+    if (write(out, &t, sizeof t) != sizeof t) _exit(3);
+    _exit(0);
+}
+
+static int spool_reserves(int fd)
+{
+    struct statfs st;
+    if (fstatfs(fd, &st) < 0) return 0;
+    unsigned long t = (unsigned long)st.f_type; /* ext4, XFS, Btrfs: chatserver/files.py */
+    return t == 0xEF53UL || t == 0x58465342UL || t == 0x9123683EUL;
+}
+
+static int run_relay(void)
+{
+    if (O.R < 1 || O.F == 0) {
+        fprintf(stderr, "relay: need -R >= 1 and -F > 0\n");
+        return 2;
+    }
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    int go[2], done[2], pipefd[2];
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, O.R + 1) < 0 ||
+        getsockname(ls, (struct sockaddr *)&a, &al) < 0 || pipe(go) < 0 || pipe(done) < 0 ||
+        pipe2(pipefd, O_CLOEXEC) < 0) {
+        perror("relay setup");
+        return 3;
+    }
+    int pcap = fcntl(pipefd[1], F_SETPIPE_SZ, 1 << 20);
+    if (pcap < 0) pcap = 1 << 16;
+    /* the writer: waits for the go byte, then streams F bytes from one 1 MiB buffer */
+    pid_t writer = fork();
+    if (writer == 0) {
+        uint8_t *buf = malloc(RBUF_SIZE), g;
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (!buf || s < 0) _exit(3);
+        set_cc(s);
+        if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) _exit(3);
+        pat_fill(buf, 0, RBUF_SIZE);
+        if (read(go[0], &g, 1) != 1) _exit(3);
+        for (uint64_t left = O.F; left;) {
+            ssize_t n = send(s, buf, left < RBUF_SIZE ? (size_t)left : RBUF_SIZE, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                _exit(1);
+            }
+            left -= (uint64_t)n;
+        }
+        close(s);
+        _exit(0);
+    }
+    int up = accept(ls, NULL, NULL);
+    pid_t readers = fork();
+    if (readers == 0) relay_receivers(&a, done[1]);
+    int out[O.R];
+    uint64_t off[O.R];
+    for (int i = 0; i < O.R; i++) {
+        out[i] = accept(ls, NULL, NULL);
+        off[i] = 0;
+        if (out[i] < 0) {
+            perror("accept");
+            return 3;
+        }
+        int one = 1;
+        setsockopt(out[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        set_cc(out[i]);
+        fcntl(out[i], F_SETFL, O_NONBLOCK);
+    }
+    if (up < 0) {
+        perror("accept");
+        return 3;
+    }
+    set_cc(up);
+    char cc[32] = "";
+    socklen_t ccl = sizeof cc - 1;
+    getsockopt(up, IPPROTO_TCP, TCP_CONGESTION, cc, &ccl);
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/loadgen-relay-XXXXXX", O.spool_dir);
+    int spool = mkstemp(tmpl);
+    if (spool < 0) {
+        perror("spool");
+        return 3;
+    }
+    unlink(tmpl);
+    int reserved = spool_reserves(spool) && posix_fallocate(spool, 0, (off_t)O.F) == 0;
+    cpu_snap c0 = snap();
+    uint64_t t0 = now_ns();
+    if (write(go[1], "g", 1) != 1) return 3;
+    /* upload: socket -> pipe -> spool, blocking (one connection: nothing else to serve) */
+    for (loff_t pos = 0; (uint64_t)pos < O.F;) {
+        size_t want = O.F - (uint64_t)pos < (uint64_t)pcap ? (size_t)(O.F - (uint64_t)pos) : (size_t)pcap;
+        ssize_t n = splice(up, NULL, pipefd[1], NULL, want, SPLICE_F_MOVE);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) continue;
+            perror("relay upload");
+            return 3;
+        }
+        for (ssize_t moved = 0; moved < n;) {
+            ssize_t m = splice(pipefd[0], NULL, spool, &pos, (size_t)(n - moved), SPLICE_F_MOVE);
+            if (m <= 0) {
+                perror("relay spool");
+                return 3;
+            }
+            moved += m;
+        }
+    }
+    uint64_t t_up = now_ns();
+    /* relay: every writable socket gets at most 1 MiB per pass, corked for the whole file */
+    int ep = epoll_create1(EPOLL_CLOEXEC), left = O.R;
+    for (int i = 0; i < O.R; i++) {
+        int one = 1;
+        setsockopt(out[i], IPPROTO_TCP, TCP_CORK, &one, sizeof one);
+        struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, out[i], &ev);
+    }
+    while (left) {
+        struct epoll_event evs[64];
+        int n = epoll_wait(ep, evs, 64, 30000);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) continue;
+            fprintf(stderr, "relay: 30 s without progress\n");
+            return 3;
+        }
+        for (int k = 0; k < n; k++) {
+            int i = (int)evs[k].data.u32;
+            uint64_t want = O.F - off[i];
+            off_t o = (off_t)off[i];
+            ssize_t m = sendfile(out[i], spool, &o, want < (1u << 20) ? (size_t)want : (1u << 20));
+            if (m < 0) {
+                if (errno == EAGAIN || errno == EINTR) continue;
+                perror("relay sendfile");
+                return 3;
+            }
+            off[i] = (uint64_t)o;
+            if (off[i] == O.F) {
+                int zero = 0;
+                setsockopt(out[i], IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+                epoll_ctl(ep, EPOLL_CTL_DEL, out[i], NULL);
+                left--;
+            }
+        }
+    }
+    uint64_t t_end = 0;
+    int ok = read(done[0], &t_end, sizeof t_end) == sizeof t_end;
+    uint64_t t_sent = now_ns();
+    cpu_snap c1 = snap();
+    if (!ok || t_end < t_up) t_end = t_sent;
+    double wcpu = child_cpu_s(writer), rcpu = child_cpu_s(readers);
+    double el = secs(t_end - t0), up_s = secs(t_up - t0);
+    double relay_cpu = c1.self - c0.self;
+    printf("{\"tool\":\"chatwire-bench-loadgen\",\"workload\":\"relay\",\"ok\":%s,\"F\":%" PRIu64
+           ",\"R\":%d,\"verify\":\"%s\",\"verified_ok\":%s,\"cc\":\"%s\",\"spool_reserved\":%s,\"time_s\":%.4f,"
+           "\"upload_s\":%.4f,\"relay_start_s\":%.4f,\"aggregate_Bps\":%.1f,\"relay_cpu_s\":%.3f,"
+           "\"relay_cpu_util\":%.3f,\"writer_cpu_s\":%.3f,\"readers_cpu_s\":%.3f,\"readers_cpu_util\":%.3f,"
+           "\"cores\":%ld}\n",
+           ok ? "true" : "false", O.F, O.R, O.verify == V_SAMPLE ? "count, discarded" : "count",
+           ok ? "true" : "false", cc, reserved ? "true" : "false", el, up_s, up_s,
+           el > 0 ? (double)O.F * O.R / el : 0, relay_cpu, el > 0 ? relay_cpu / el : 0, wcpu, rcpu,
+           el > 0 ? rcpu / el : 0, sysconf(_SC_NPROCESSORS_ONLN));
+    fprintf(stderr,
+            "== bare relay F=%" PRIu64 " R=%d (%s): %.3f s (upload %.3f s), %.2f GB/s aggregate; cpu relay %.2f "
+            "writer %.2f readers %.2f s\n",
+            O.F, O.R, cc, el, up_s, el > 0 ? (double)O.F * O.R / el / 1e9 : 0, relay_cpu, wcpu, rcpu);
     return ok ? 0 : 1;
 }
 
@@ -1644,7 +1888,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: loadgen -w WORKLOAD [options]\n"
-            "  -w fanout|connect|file|filechat|tcp\n"
+            "  -w fanout|connect|file|filechat|tcp|relay\n"
             "  -p chatwire|irc      protocol (file workloads: chatwire only)\n"
             "  -P port              server on 127.0.0.1:port\n"
             "  --server-pid PID     read the server's CPU (/proc/PID/stat) and RSS (/proc/PID/status)\n"
@@ -1672,6 +1916,8 @@ static void usage(void)
             "  --setup-timeout s    (120)  --hold s connect (1)  --settle s (0.3)\n"
             "  --drain-quiet s (3)  --drain-max s (30)  --file-timeout s (300)  --stall s (30)\n"
             "  --chat-before s (2)  --chat-after s (2)  --tcp-bytes size (2G)\n"
+            "  relay: no server; -F, -R, --verify as for file, --spool-dir DIR (/tmp)\n"
+            "  --cc NAME            tcp, relay: TCP_CONGESTION of every socket (default: the system's)\n"
             "  --selftest\n",
             PAYLOAD_MIN, SAMPLE_LEN >> 10, SAMPLE_STRIDE >> 20);
 }
@@ -1692,6 +1938,7 @@ int main(int argc, char **argv)
             else if (!strcmp(v, "file")) O.workload = W_FILE;
             else if (!strcmp(v, "filechat")) O.workload = W_FILECHAT;
             else if (!strcmp(v, "tcp")) O.workload = W_TCP;
+            else if (!strcmp(v, "relay")) O.workload = W_RELAY;
             else {
                 fprintf(stderr, "unknown workload %s\n", v);
                 return 2;
@@ -1730,6 +1977,8 @@ int main(int argc, char **argv)
         else if (ARG("--chat-before")) O.chat_before = atof(v);
         else if (ARG("--chat-after")) O.chat_after = atof(v);
         else if (ARG("--tcp-bytes")) O.tcp_bytes = parse_size(v);
+        else if (ARG("--spool-dir")) O.spool_dir = v;
+        else if (ARG("--cc")) O.cc = v;
         else {
             fprintf(stderr, "unknown or incomplete option %s\n", a);
             usage();
@@ -1755,6 +2004,7 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     if (O.workload == W_TCP) return run_tcp();
+    if (O.workload == W_RELAY) return run_relay();
     server_addr.sin_family = AF_INET;
     server_addr.sin_port = htons((uint16_t)O.port);
     server_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
