@@ -419,9 +419,18 @@ class Bench:
         return None
 
     def one(
-        self, peer: Peer, workload: str, *, config: str, rep: int, args: list[str], timeout: float
+        self,
+        peer: Peer,
+        workload: str,
+        *,
+        config: str,
+        rep: int,
+        args: list[str],
+        timeout: float,
+        extra: Record | None = None,
     ) -> Record | None:
-        """Fresh server, one load generator run, stop; returns the record (None if none)."""
+        """Fresh server, one load generator run, stop; returns the record (None if none), which
+        also holds `extra` (results.jsonl gets it whole)."""
         self.counter += 1
         rundir = self.outdir / "servers" / f"{self.counter:03d}-{peer.name}-{workload}-{config}"
         server = Server(peer, rundir)
@@ -439,7 +448,7 @@ class Bench:
         if rec is None:
             return None
         # the benchmark's workload name ("slow" is the load generator's fanout with --stuck)
-        rec.update(workload=workload, peer=peer.name, config=config, rep=rep)
+        rec.update(workload=workload, peer=peer.name, config=config, rep=rep, **(extra or {}))
         rec["server_alive_at_end"] = alive
         rec["server_log_sendq"] = count_lines(server.log, "SendQ exceeded")
         if not alive:
@@ -494,9 +503,15 @@ class Bench:
                         )
                         args = ["-w", "file", "-F", str(m.file_size), "-R", str(r)]
                         args += ["--verify", verify, "--file-timeout", "300", "--stall", "30"]
-                        rec = self.one(peer, "file", config=config, rep=rep, args=args, timeout=420)
-                        if rec is not None and stream and stream.get("bytes_per_s"):
-                            rec["paired_tcp_Bps"] = stream["bytes_per_s"]
+                        self.one(
+                            peer,
+                            "file",
+                            config=config,
+                            rep=rep,
+                            args=args,
+                            timeout=420,
+                            extra=paired(stream),
+                        )
                     # The machine's own ceiling for the same relay, paired with the same kind of
                     # stream (bench/README.md, "bare relay").
                     stream = self.loadgen_run(["-w", "tcp", "--tcp-bytes", str(m.file_size)], 120)
@@ -506,9 +521,7 @@ class Bench:
                         rec.update(workload="file", peer=BARE_RELAY, config=config, rep=rep)
                         rec["server_cpu_util"] = rec.get("relay_cpu_util")
                         rec["loadgen_cpu_util"] = rec.get("readers_cpu_util")
-                        if stream and stream.get("bytes_per_s"):
-                            rec["paired_tcp_Bps"] = stream["bytes_per_s"]
-                        self.keep(rec)
+                        self.keep(rec | paired(stream))
         if "slow" in self.only:
             n, s, k = m.slow
             self.say(f"## fan-out with {k} clients that stop reading")
@@ -550,6 +563,12 @@ class Bench:
 
 
 # --------------------------------------------------------------------------- table
+
+
+def paired(stream: Record | None) -> Record:
+    """The stream a relay is compared with (issue 7), as fields of the relay's record."""
+    rate = stream.get("bytes_per_s") if stream else None
+    return {"paired_tcp_Bps": rate} if rate else {}
 
 
 def pick(results: Iterable[Record], **where: Any) -> list[Record]:
