@@ -76,6 +76,11 @@ class Matrix:
     # socket buffers fill at ~1.7 MB/s per client at full load)
     slow_secs: float = 10.0
     tcp_bytes: int = 2 * GIB
+    # idle seconds before each file relay: this VM hands memory that has been free for about 2 s
+    # back to its host, and an upload into such memory fills the page cache at a fifth of the
+    # speed (bench/bench_spool.py); waiting makes every relay meet the same state, so the runs of
+    # chatserver and of the bare relay stay comparable, whichever ran just before
+    file_settle: float = 5.0
 
     @classmethod
     def quick(cls) -> Matrix:
@@ -496,6 +501,7 @@ class Bench:
                 config = f"{m.file_size >> 20}MiB:{r}"
                 for rep in range(1, m.reps + 1):
                     for peer in chat_peers:
+                        time.sleep(m.file_settle)
                         # The loopback stream varies by 1.5x between minutes here: each relay is
                         # compared with a stream of the same size measured just before it.
                         stream = self.loadgen_run(
@@ -514,6 +520,7 @@ class Bench:
                         )
                     # The machine's own ceiling for the same relay, paired with the same kind of
                     # stream (bench/README.md, "bare relay").
+                    time.sleep(m.file_settle)
                     stream = self.loadgen_run(["-w", "tcp", "--tcp-bytes", str(m.file_size)], 120)
                     args = ["-w", "relay", "-F", str(m.file_size), "-R", str(r), "--verify", verify]
                     rec = self.loadgen_run(args, 420)
@@ -766,6 +773,11 @@ def render_table(
         add("## File relay (store and forward)")
         add("")
         add(
+            f"Each relay (and its paired stream) starts after {m.file_settle:g} s idle; the bare C "
+            "relay is `loadgen -w relay`, the same relay with no server and no protocol."
+        )
+        add("")
+        add(
             "| F:R | server | time (s) | aggregate GB/s | vs one TCP stream | upload (s) "
             "| RSS before (MB) | RSS growth (MiB) | verify | server CPU | loadgen CPU |"
         )
@@ -998,6 +1010,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--connect-sizes", help="comma-separated client counts, e.g. 1000,5000")
     ap.add_argument("--file-size", help="file size for file and filechat, e.g. 256M, 1G")
+    ap.add_argument(
+        "--file-settle",
+        type=float,
+        help="idle seconds before each file relay (default 5: every upload then meets memory "
+        "this VM has handed back to its host; 0 = none)",
+    )
     ap.add_argument("--out", type=Path, help="results directory (default bench-results/<time>)")
     return ap.parse_args(argv)
 
@@ -1024,6 +1042,8 @@ def main(argv: list[str] | None = None) -> int:
         m.connect = tuple(int(x) for x in args.connect_sizes.split(","))
     if args.file_size:
         m.file_size = m.filechat_size = parse_size(args.file_size)
+    if args.file_settle is not None:
+        m.file_settle = args.file_settle
     only = {w.strip() for w in args.only.split(",") if w.strip()}
     unknown = only - set(WORKLOADS)
     if unknown:
