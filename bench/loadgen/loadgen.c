@@ -1506,41 +1506,75 @@ static int run_file(int with_chat)
     return ok ? 0 : 1;
 }
 
-static void set_cc(int fd);
+/* ------------------------------------------------------------------ loopback streams (tcp, relay) */
+
+/* --cc: the congestion control of every socket of the tcp and relay workloads */
+static void set_cc(int fd)
+{
+    if (O.cc && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, O.cc, (socklen_t)strlen(O.cc)) < 0) {
+        perror("TCP_CONGESTION");
+        _exit(3);
+    }
+}
+
+/* waits for a forked child; its CPU seconds, or -1 */
+static double child_cpu_s(pid_t pid)
+{
+    int status = 0;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) < 0) return -1;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* a listener on 127.0.0.1, any port; its address in *a; -1 on failure */
+static int loopback_listen(struct sockaddr_in *a, int backlog)
+{
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof *a;
+    if (ls < 0 || bind(ls, (struct sockaddr *)a, sizeof *a) < 0 || listen(ls, backlog) < 0 ||
+        getsockname(ls, (struct sockaddr *)a, &al) < 0)
+        return -1;
+    return ls;
+}
+
+/* a forked writer: connects to a, waits for a byte on go_fd (if >= 0), sends `bytes` from one
+   1 MiB pattern buffer with blocking sends, exits; returns its pid in the parent */
+static pid_t fork_writer(const struct sockaddr_in *a, uint64_t bytes, int go_fd)
+{
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    uint8_t *buf = malloc(RBUF_SIZE), g;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (!buf || s < 0) _exit(3);
+    set_cc(s);
+    if (connect(s, (const struct sockaddr *)a, sizeof *a) < 0) _exit(3);
+    pat_fill(buf, 0, RBUF_SIZE);
+    if (go_fd >= 0 && read(go_fd, &g, 1) != 1) _exit(3);
+    for (uint64_t left = bytes; left;) {
+        ssize_t n = send(s, buf, left < RBUF_SIZE ? (size_t)left : RBUF_SIZE, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            _exit(1);
+        }
+        left -= (uint64_t)n;
+    }
+    close(s);
+    _exit(0);
+}
 
 /* one loopback TCP stream: a forked writer, this process reads (1 MiB recv, like the receivers) */
 static int run_tcp(void)
 {
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0 ||
-        getsockname(ls, (struct sockaddr *)&a, &al) < 0) {
+    struct sockaddr_in a;
+    int ls = loopback_listen(&a, 1);
+    uint8_t *buf = malloc(RBUF_SIZE);
+    if (ls < 0 || !buf) {
         perror("tcp listen");
         return 3;
     }
-    uint8_t *buf = malloc(RBUF_SIZE);
-    if (!buf) return 3;
-    pat_fill(buf, 0, RBUF_SIZE);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int s = socket(AF_INET, SOCK_STREAM, 0);
-        if (s < 0) _exit(1);
-        set_cc(s);
-        if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) _exit(1);
-        uint64_t left = O.tcp_bytes;
-        while (left) {
-            size_t len = left < RBUF_SIZE ? (size_t)left : RBUF_SIZE;
-            ssize_t n = send(s, buf, len, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                _exit(1);
-            }
-            left -= (uint64_t)n;
-        }
-        close(s);
-        _exit(0);
-    }
+    pid_t pid = fork_writer(&a, O.tcp_bytes, -1);
     int fd = accept(ls, NULL, NULL);
     if (fd < 0) {
         perror("accept");
@@ -1559,11 +1593,7 @@ static int run_tcp(void)
     }
     uint64_t t1 = now_ns();
     double c1 = self_cpu_s();
-    int status = 0;
-    struct rusage ru;
-    wait4(pid, &status, 0, &ru);
-    double wcpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-                  ru.ru_stime.tv_usec / 1e6;
+    double wcpu = child_cpu_s(pid);
     close(fd);
     close(ls);
     double el = secs(t1 - t0);
@@ -1587,23 +1617,6 @@ static int run_tcp(void)
    ends a second forked process reads with one thread and epoll, the way the file workload's
    receivers read (--verify sample: discarded in the kernel; otherwise into a 1 MiB buffer).
    Time: the writer's first byte to the last receiver's last byte, as for the file workload. */
-
-static void set_cc(int fd)
-{
-    if (O.cc && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, O.cc, (socklen_t)strlen(O.cc)) < 0) {
-        perror("TCP_CONGESTION");
-        _exit(3);
-    }
-}
-
-static double child_cpu_s(pid_t pid)
-{
-    int status = 0;
-    struct rusage ru;
-    if (wait4(pid, &status, 0, &ru) < 0) return -1;
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
 
 /* the receivers: R connections, read until each has F bytes, then report the time on `out` */
 static void relay_receivers(const struct sockaddr_in *a, int out)
@@ -1665,39 +1678,15 @@ static int run_relay(void)
         fprintf(stderr, "relay: need -R >= 1 and -F > 0\n");
         return 2;
     }
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    int go[2], done[2], pipefd[2];
-    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, O.R + 1) < 0 ||
-        getsockname(ls, (struct sockaddr *)&a, &al) < 0 || pipe(go) < 0 || pipe(done) < 0 ||
-        pipe2(pipefd, O_CLOEXEC) < 0) {
+    struct sockaddr_in a;
+    int ls = loopback_listen(&a, O.R + 1), go[2], done[2], pipefd[2];
+    if (ls < 0 || pipe(go) < 0 || pipe(done) < 0 || pipe2(pipefd, O_CLOEXEC) < 0) {
         perror("relay setup");
         return 3;
     }
     int pcap = fcntl(pipefd[1], F_SETPIPE_SZ, 1 << 20);
     if (pcap < 0) pcap = 1 << 16;
-    /* the writer: waits for the go byte, then streams F bytes from one 1 MiB buffer */
-    pid_t writer = fork();
-    if (writer == 0) {
-        uint8_t *buf = malloc(RBUF_SIZE), g;
-        int s = socket(AF_INET, SOCK_STREAM, 0);
-        if (!buf || s < 0) _exit(3);
-        set_cc(s);
-        if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) _exit(3);
-        pat_fill(buf, 0, RBUF_SIZE);
-        if (read(go[0], &g, 1) != 1) _exit(3);
-        for (uint64_t left = O.F; left;) {
-            ssize_t n = send(s, buf, left < RBUF_SIZE ? (size_t)left : RBUF_SIZE, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                _exit(1);
-            }
-            left -= (uint64_t)n;
-        }
-        close(s);
-        _exit(0);
-    }
+    pid_t writer = fork_writer(&a, O.F, go[0]); /* starts at the go byte: the clock starts then */
     int up = accept(ls, NULL, NULL);
     pid_t readers = fork();
     if (readers == 0) relay_receivers(&a, done[1]);
