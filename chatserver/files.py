@@ -23,9 +23,10 @@ then refuses the file when its size arrives, with a notice saying why as for a f
 instead of ending the upload half-way, and the upload's writes skip the file system's per-block
 reservation. Measured on loopback with 1 GiB files (bench/bench_server.py --compare, seven
 alternating runs): uploads 0.43 s against 0.64, one receiver 0.76 s against 0.96, ten 2.57 s
-against 2.84 (docs/benchmarks.md, 2026-12-02). A reservation costs about 2 ms per GiB on ext4. Elsewhere nothing is reserved: on tmpfs ``fallocate`` allocates and zeroes
-every page at once, and glibc emulates it by writing where a file system lacks it, both of which
-would stall the reactor.
+against 2.84 (docs/benchmarks.md, 2026-12-02). A reservation costs about 2 ms per GiB on ext4.
+Elsewhere nothing is reserved: on tmpfs ``fallocate`` allocates and zeroes every page at once,
+and glibc emulates it by writing where a file system lacks it, both of which would stall the
+reactor.
 """
 
 from __future__ import annotations
